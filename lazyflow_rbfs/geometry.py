@@ -10,6 +10,7 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,7 @@ __all__ = [
     "roi_string",
     "block_dir_names",
     "to_slices",
+    "index_to_roi",
 ]
 
 
@@ -168,3 +170,63 @@ def block_dir_names(axes: str, disk_start: Sequence[int] | np.ndarray) -> list[s
 def to_slices(start: Sequence[int] | np.ndarray, stop: Sequence[int] | np.ndarray) -> tuple[slice, ...]:
     """``(start, stop)`` as a tuple of slices."""
     return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+
+
+def index_to_roi(
+    key: Any, shape: Sequence[int] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Translate a numpy-style index into a roi.
+
+    Accepts ints (negative ones count from the end; the axis is dropped), slices with step 1 (clamped
+    like numpy) and one ``...``. Missing trailing axes are taken whole.
+
+    Returns
+    -------
+    (start, stop, squeezed_axes)
+
+    Raises
+    ------
+    TypeError
+        Steps other than 1, arrays, lists, ``None``, floats or other index types.
+    IndexError
+        Too many indices, an int out of range (``OutOfBoundsError``), or an empty selection.
+    """
+    shape = [int(n) for n in shape]
+    items = key if isinstance(key, tuple) else (key,)
+    if sum(item is Ellipsis for item in items) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        fill = len(shape) - (len(items) - 1)
+        if fill < 0:
+            raise IndexError(f"too many indices: the volume has {len(shape)} axes, got {len(items) - 1}")
+        items = items[:at] + (slice(None),) * fill + items[at + 1 :]
+    if len(items) > len(shape):
+        raise IndexError(f"too many indices: the volume has {len(shape)} axes, got {len(items)}")
+    items = items + (slice(None),) * (len(shape) - len(items))
+    start, stop, squeezed = [], [], []
+    for axis, (item, n) in enumerate(zip(items, shape)):
+        if isinstance(item, (bool, np.bool_)):
+            raise TypeError(f"boolean index on axis {axis} is not supported")
+        if isinstance(item, (int, np.integer)):
+            i = int(item)
+            if not -n <= i < n:
+                raise OutOfBoundsError(f"index {i} is out of range for axis {axis} of size {n}")
+            i = i + n if i < 0 else i
+            start.append(i)
+            stop.append(i + 1)
+            squeezed.append(axis)
+        elif isinstance(item, slice):
+            if item.step not in (None, 1):
+                raise TypeError(f"only step-1 slices are supported, got step {item.step!r} on axis {axis}")
+            for bound in (item.start, item.stop):
+                if bound is not None and not isinstance(bound, (int, np.integer)) or isinstance(bound, bool):
+                    raise TypeError(f"slice bounds must be integers, got {item!r} on axis {axis}")
+            a, b, _ = item.indices(n)
+            if b <= a:
+                raise OutOfBoundsError(f"slice {item!r} selects nothing on axis {axis} of size {n}")
+            start.append(a)
+            stop.append(b)
+        else:
+            raise TypeError(f"unsupported index {item!r} on axis {axis}: use ints, step-1 slices and '...'")
+    return np.array(start, dtype=np.int64), np.array(stop, dtype=np.int64), tuple(squeezed)

@@ -105,3 +105,45 @@ def test_roi_string_is_identical_for_numpy_and_python_ints():
 
 def test_block_dir_names():
     assert g.block_dir_names("zyx", np.array([0, 256, 12800])) == ["z_00000000", "y_00000256", "x_00012800"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        (slice(0, 3), slice(2, 5), slice(1, 7)),
+        (1, slice(None), slice(2, 4)),
+        (Ellipsis, 3),
+        (-1,),
+        (slice(-3, None), Ellipsis, slice(None, -2)),
+        np.int64(2),
+        (slice(0, 100), 0, -7),
+        (Ellipsis,),
+    ],
+)
+def test_index_to_roi_matches_numpy(key):
+    volume = np.arange(5 * 6 * 7).reshape(5, 6, 7)
+    start, stop, squeezed = g.index_to_roi(key, volume.shape)
+    got = volume[g.to_slices(start, stop)]
+    got = got.reshape([n for i, n in enumerate(got.shape) if i not in squeezed])
+    np.testing.assert_array_equal(got, volume[key])
+
+
+@pytest.mark.parametrize(
+    "key,error",
+    [
+        ((slice(0, 4, 2),), TypeError),
+        (([0, 1],), TypeError),
+        ((None,), TypeError),
+        ((1.5,), TypeError),
+        ((True,), TypeError),
+        ((slice(0.5, 2),), TypeError),
+        ((0, 0, 0, 0), IndexError),
+        ((Ellipsis, Ellipsis), IndexError),
+        ((5,), IndexError),
+        ((-6,), IndexError),
+        ((slice(3, 3),), IndexError),
+    ],
+)
+def test_index_to_roi_rejects(key, error):
+    with pytest.raises(error):
+        g.index_to_roi(key, (5, 6, 7))
