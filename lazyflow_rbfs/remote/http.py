@@ -1,0 +1,415 @@
+"""HTTP transport for the remote layer: pooled sessions, retries, timeouts, and error translation.
+
+Every network error is translated here, once, into the :class:`~lazyflow_rbfs.errors.DownloadError`
+family. Extra headers (authentication) are sent with every request but never logged, never shown in a
+repr and scrubbed from the chained ``requests`` exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from lazyflow_rbfs.errors import ClosedError, DownloadError, InvalidResponseError, RemoteTimeoutError
+
+__all__ = ["HttpClient", "HttpStats", "normalize_timeout", "RETRY_STATUSES"]
+
+logger = logging.getLogger(__name__)
+
+#: Statuses worth retrying: rate limiting and transient server trouble.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+_CHUNK = 1 << 20
+
+
+class _CappedRetry(Retry):
+    """urllib3 ``Retry`` that honours ``Retry-After`` but never sleeps longer than ``MAX_RETRY_AFTER``."""
+
+    MAX_RETRY_AFTER = 60.0
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), self.MAX_RETRY_AFTER)
+
+
+@dataclass(frozen=True)
+class HttpStats:
+    """A snapshot of a client's counters.
+
+    Attributes
+    ----------
+    requests:
+        GETs issued (one per ``get`` call; retries inside it are counted in ``retries``).
+    retries:
+        Extra attempts urllib3 made for successful GETs (failed GETs' retries are not reported by urllib3).
+    bytes_received:
+        Body bytes received.
+    errors:
+        GETs that ended in a :class:`DownloadError`.
+    """
+
+    requests: int = 0
+    retries: int = 0
+    bytes_received: int = 0
+    errors: int = 0
+
+    @property
+    def bytes(self) -> int:
+        """Alias of ``bytes_received``."""
+        return self.bytes_received
+
+
+def normalize_timeout(timeout: object) -> float | tuple[float, float]:
+    """Check ``timeout``: a positive number of seconds or a ``(connect, read)`` pair of them."""
+    if isinstance(timeout, (tuple, list)):
+        if len(timeout) != 2:
+            raise ValueError(f"timeout must be seconds or a (connect, read) pair, got {timeout!r}")
+        return (_positive(timeout[0]), _positive(timeout[1]))
+    return _positive(timeout)
+
+
+def _positive(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"a timeout must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _drop_session(client_ref: weakref.ref, key: int) -> None:
+    client = client_ref()
+    if client is not None:
+        client._forget_session(key)
+
+
+class HttpClient:
+    """GET with retries and bounded bodies, one pooled ``requests.Session`` per thread.
+
+    Parameters
+    ----------
+    timeout:
+        Seconds, or ``(connect, read)``; applies to every request.
+    retries:
+        Attempts after the first one, for connection errors, read errors and statuses in
+        :data:`RETRY_STATUSES` (``Retry-After`` is honoured).
+    backoff:
+        urllib3 ``backoff_factor`` in seconds.
+    max_parallel:
+        At most this many requests in flight through this client at once (also the pool size).
+    headers:
+        Extra headers sent with every request; never logged.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float | tuple[float, float] = (5, 60),
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_parallel: int = 8,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.timeout = normalize_timeout(timeout)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+            raise ValueError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
+            raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+        self.retries = retries
+        self.backoff = float(backoff)
+        self.max_parallel = max_parallel
+        self._headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        self._slots = threading.BoundedSemaphore(max_parallel)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sessions: dict[int, requests.Session] = {}
+        self._next_key = 0
+        self._closed = False
+        self._requests = 0
+        self._retries = 0
+        self._bytes = 0
+        self._errors = 0
+
+    # -- sessions -------------------------------------------------------------------------------------
+
+    def _make_retry(self) -> Retry:
+        return _CappedRetry(
+            total=self.retries,
+            connect=self.retries,
+            read=self.retries,
+            status=self.retries,
+            other=0,
+            redirect=5,
+            backoff_factor=self.backoff,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"GET"}),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            return session
+        session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=4, pool_maxsize=self.max_parallel, max_retries=self._make_retry()
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers.update(self._headers)
+        with self._lock:
+            if self._closed:
+                session.close()
+                raise ClosedError("the remote volume is closed; open a new RESTfulVolume to download")
+            key = self._next_key
+            self._next_key += 1
+            self._sessions[key] = session
+        self._local.session = session
+        # Close the session when its thread is gone, so short-lived threads leave no sockets behind.
+        weakref.finalize(threading.current_thread(), _drop_session, weakref.ref(self), key)
+        return session
+
+    def _forget_session(self, key: int) -> None:
+        with self._lock:
+            session = self._sessions.pop(key, None)
+        if session is not None:
+            session.close()
+
+    def close(self) -> None:
+        """Close every session; later requests raise :class:`ClosedError`. Idempotent."""
+        with self._lock:
+            self._closed = True
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for session in sessions:
+            session.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<HttpClient timeout={self.timeout} retries={self.retries} max_parallel={self.max_parallel} "
+            f"headers={self.header_names} (values hidden)>"
+        )
+
+    @property
+    def header_names(self) -> list[str]:
+        """Names (never values) of the extra headers."""
+        return sorted(self._headers)
+
+    # -- stats ----------------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> HttpStats:
+        """A consistent snapshot of the counters."""
+        with self._lock:
+            return HttpStats(self._requests, self._retries, self._bytes, self._errors)
+
+    def _count(self, *, retries: int = 0, nbytes: int = 0, error: bool = False) -> None:
+        with self._lock:
+            self._retries += retries
+            self._bytes += nbytes
+            self._errors += int(error)
+
+    # -- requests -------------------------------------------------------------------------------------
+
+    def get(self, url: str, *, max_bytes: int | None = None) -> bytes:
+        """GET ``url`` and return the complete body of a 200 response.
+
+        Parameters
+        ----------
+        url:
+            An ``http``/``https`` URL.
+        max_bytes:
+            Refuse bodies larger than this (protects memory against a misbehaving server).
+
+        Raises
+        ------
+        RemoteTimeoutError
+            Connect or read timeout after retries.
+        DownloadError
+            Connection failure after retries, or a status other than 200 (``.status``).
+        InvalidResponseError
+            Body truncated, or larger than ``max_bytes``.
+        ClosedError
+            The client was closed.
+        """
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise DownloadError(
+                f"refusing to download {url}: only http and https URLs are supported, got scheme {scheme!r}",
+                url=url,
+                status=None,
+            )
+        with self._lock:
+            if self._closed:
+                raise ClosedError("the remote volume is closed; open a new RESTfulVolume to download")
+            self._requests += 1
+        session = self._session()
+        logger.debug("GET %s", url)
+        try:
+            with self._slots:
+                body = self._get(session, url, max_bytes)
+        except DownloadError:
+            self._count(error=True)
+            raise
+        return body
+
+    def _get(self, session: requests.Session, url: str, max_bytes: int | None) -> bytes:
+        try:
+            response = session.get(url, timeout=self.timeout, stream=True)
+        except requests.RequestException as exc:
+            raise _translate(exc, url, None, self._limits()) from _scrubbed(exc)
+        with response:
+            status = response.status_code
+            history = getattr(getattr(response.raw, "retries", None), "history", ()) or ()
+            self._count(retries=len(history))
+            if status != 200:
+                hint = _status_hint(status)
+                detail = _short_text(response)
+                raise DownloadError(
+                    f"GET {url} failed with HTTP status {status} after {len(history) + 1} attempt(s)"
+                    f"{detail}; {hint}",
+                    url=url,
+                    status=status,
+                )
+            body = self._read_body(response, url, max_bytes)
+        self._count(nbytes=len(body))
+        logger.debug("GET %s -> %d bytes", url, len(body))
+        return body
+
+    def _limits(self) -> str:
+        return f"timeout={self.timeout}, up to {self.retries + 1} attempt(s)"
+
+    def _read_body(self, response: requests.Response, url: str, max_bytes: int | None) -> bytes:
+        length = _content_length(response)
+        if max_bytes is not None and length is not None and length > max_bytes:
+            raise InvalidResponseError(
+                f"response from {url} announces {length} bytes, more than the {max_bytes} bytes a cutout of "
+                f"the requested size can need; refusing to download it",
+                url=url,
+                status=response.status_code,
+            )
+        chunks = bytearray()
+        try:
+            for chunk in response.iter_content(_CHUNK):
+                chunks += chunk
+                if max_bytes is not None and len(chunks) > max_bytes:
+                    raise InvalidResponseError(
+                        f"response from {url} is larger than the {max_bytes} bytes a cutout of the requested "
+                        f"size can need; refusing to download it",
+                        url=url,
+                        status=response.status_code,
+                    )
+        except requests.RequestException as exc:
+            raise _translate(
+                exc, url, response.status_code, self._limits(), while_reading=True
+            ) from _scrubbed(exc)
+        encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+        if length is not None and not encoded and len(chunks) != length:
+            raise InvalidResponseError(
+                f"response from {url} is truncated: Content-Length is {length} but {len(chunks)} bytes "
+                f"arrived; the server or the connection dropped the transfer, try again",
+                url=url,
+                status=response.status_code,
+            )
+        return bytes(chunks)
+
+
+def _content_length(response: requests.Response) -> int | None:
+    value = response.headers.get("Content-Length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _short_text(response: requests.Response) -> str:
+    # A short, printable excerpt of an error page helps users (e.g. "token invalid"); bounded.
+    try:
+        text = response.raw.read(300, decode_content=True)
+    except Exception:  # noqa: BLE001 - best effort, the status already says what went wrong
+        return ""
+    text = text.decode("utf-8", "replace").strip() if isinstance(text, bytes) else ""
+    text = " ".join(text.split())[:200]
+    return f" (server said: {text!r})" if text else ""
+
+
+def _status_hint(status: int) -> str:
+    if status in (401, 403):
+        return "check the credentials passed as headers (or the token)"
+    if status == 404:
+        return "check the description's url_format and that the region exists on the server"
+    if status == 400:
+        return "the server rejected the region; check the description's bounds, origin_offset and axes"
+    if status in RETRY_STATUSES:
+        return "the server is overloaded or failing; retry later or increase retries"
+    return "check the server and the description's url_format"
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """True if ``exc`` or anything it wraps is a connect/read timeout."""
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, urllib3.exceptions.NewConnectionError):
+            continue  # a subclass of ConnectTimeoutError in urllib3, but a refused/failed connection
+        if isinstance(item, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
+            return True
+        stack.extend(item.args)
+        stack.append(getattr(item, "reason", None))
+        stack.append(item.__cause__)
+        stack.append(item.__context__)
+    return False
+
+
+def _translate(
+    exc: requests.RequestException, url: str, status: int | None, limits: str, *, while_reading: bool = False
+) -> DownloadError:
+    if _is_timeout(exc):
+        return RemoteTimeoutError(
+            f"GET {url} timed out ({limits}); the server is too slow or unreachable "
+            f"(increase timeout or retries, or check the server)",
+            url=url,
+            status=status,
+        )
+    if while_reading:
+        return InvalidResponseError(
+            f"response from {url} was cut off while reading its body ({type(exc).__name__}); "
+            f"the server or the connection dropped the transfer, try again",
+            url=url,
+            status=status,
+        )
+    return DownloadError(
+        f"GET {url} failed ({limits}): could not get a response ({type(exc).__name__}); "
+        f"check that the server is reachable and the URL is right",
+        url=url,
+        status=status,
+    )
+
+
+def _scrubbed(exc: requests.RequestException) -> requests.RequestException:
+    """Drop the request/response objects (they carry the headers) from an exception we chain."""
+    exc.request = None
+    exc.response = None
+    return exc
