@@ -354,9 +354,9 @@ class CutoutServer:
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._httpd.serve_forever,
-                kwargs={
-                    "poll_interval": 0.02
-                },  # how fast close() is noticed name=f"cutout-server-{self.port}", daemon=True
+                kwargs={"poll_interval": 0.02},  # how fast close() is noticed
+                name=f"cutout-server-{self.port}",
+                daemon=True,
             )
             self._thread.start()
             logger.debug("cutout server listening on %s", self.url)
