@@ -1,0 +1,1310 @@
+"""BlockwiseFileset: a local dataset stored as a directory tree of HDF5 block files.
+
+The layout is interchangeable with lazyflow's caches::
+
+    <root>/<axis0>_<start0:08d>/<axis1>_<start1:08d>/.../<block file>   (disk coordinates)
+    <root>/.../STATUS.txt                                                (empty: block complete and valid)
+
+Every write goes to a ``*.partial`` temp file that is ``os.replace``-d onto the block file, so a reader
+never sees half a block; ``STATUS.txt`` is created only after the block file is in place. Reads never
+lock: published blocks are immutable. Open HDF5 handles are kept in a bounded LRU cache.
+
+This module never touches the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import operator
+import os
+import secrets
+import shutil
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy
+
+from lazyflow_rbfs import description as _desc
+from lazyflow_rbfs import geometry, locks
+from lazyflow_rbfs.errors import (
+    BlockNotReadyError,
+    ClosedError,
+    DescriptionError,
+    OutOfBoundsError,
+    ReadOnlyError,
+    SchemaError,
+)
+
+__all__ = [
+    "BlockwiseFileset",
+    "BlockPaths",
+    "PathComponents",
+    "StatusSummary",
+    "BadBlock",
+    "VerifyReport",
+]
+
+logger = logging.getLogger(__name__)
+
+STATUS_FILE_NAME = "STATUS.txt"
+LOCK_FILE_NAME = ".rbfs.lock"
+UPSTREAM_LOCK_SUFFIX = ".lock"
+PARTIAL_SUFFIX = ".partial"
+
+Roi = Sequence[Sequence[int]]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small value types
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockPaths:
+    """Absolute paths belonging to one block.
+
+    ``directory`` is the block directory, ``file_path`` the HDF5 block file (external path),
+    ``internal_path`` the dataset inside it (leading ``/``), ``status_path`` its ``STATUS.txt`` and
+    ``lock_path`` the per-block OS lock file.
+    """
+
+    directory: str
+    file_path: str
+    internal_path: str
+    status_path: str
+    lock_path: str
+
+
+class PathComponents:
+    """An HDF5 dataset path split into the file part and the internal part.
+
+    ``externalPath`` is the file (``/a/b/block.h5``), ``internalPath`` the dataset inside it
+    (``/volume/data``), ``totalPath()`` both joined (``/a/b/block.h5/volume/data``).
+    """
+
+    __slots__ = ("externalPath", "internalPath")
+
+    def __init__(self, externalPath: str, internalPath: str) -> None:
+        self.externalPath = externalPath
+        self.internalPath = "/" + internalPath.lstrip("/")
+
+    @property
+    def externalDirectory(self) -> str:
+        return os.path.dirname(self.externalPath)
+
+    @property
+    def filename(self) -> str:
+        return os.path.basename(self.externalPath)
+
+    @property
+    def extension(self) -> str:
+        return os.path.splitext(self.externalPath)[1]
+
+    @property
+    def filenameBase(self) -> str:
+        return os.path.splitext(self.filename)[0]
+
+    @property
+    def internalDatasetName(self) -> str:
+        return self.internalPath.rsplit("/", 1)[-1]
+
+    @property
+    def internalDirectory(self) -> str:
+        return self.internalPath.rsplit("/", 1)[0] or "/"
+
+    def totalPath(self) -> str:
+        """The file path followed by the internal dataset path."""
+        return self.externalPath + self.internalPath
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PathComponents):
+            return NotImplemented
+        return (self.externalPath, self.internalPath) == (other.externalPath, other.internalPath)
+
+    def __hash__(self) -> int:
+        return hash((self.externalPath, self.internalPath))
+
+    def __repr__(self) -> str:
+        return f"PathComponents({self.externalPath!r}, {self.internalPath!r})"
+
+
+@dataclass(frozen=True)
+class StatusSummary:
+    """Block counts of a roi (see :meth:`BlockwiseFileset.statusSummary`).
+
+    ``partial`` blocks have a block file or a ``*.partial`` temp file but no ``STATUS.txt``;
+    ``available_bytes`` is the total size of the block files of the available blocks.
+    """
+
+    total: int
+    available: int
+    partial: int
+    missing: int
+    available_bytes: int
+
+
+@dataclass(frozen=True)
+class BadBlock:
+    """An available block whose file is not what ``STATUS.txt`` promises."""
+
+    block_start: tuple[int, ...]
+    path: str
+    reason: str
+
+
+@dataclass
+class VerifyReport:
+    """Result of :meth:`BlockwiseFileset.verify`.
+
+    ``checked`` counts the available blocks examined, ``bad_blocks`` lists the broken ones,
+    ``stray_partials`` the temp files no live writer owns, ``removed`` what a repair deleted and
+    ``skipped_locked`` the blocks a repair left alone because another process held their lock.
+    """
+
+    checked: int = 0
+    bad_blocks: list[BadBlock] = field(default_factory=list)
+    stray_partials: list[str] = field(default_factory=list)
+    repaired: bool = False
+    removed: list[str] = field(default_factory=list)
+    skipped_locked: list[tuple[int, ...]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing bad was found."""
+        return not self.bad_blocks and not self.stray_partials
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bounded cache of open HDF5 handles
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _Handle:
+    __slots__ = ("path", "file", "key", "pins", "retired", "datasets")
+
+    def __init__(self, path: str, file: h5py.File, key: tuple) -> None:
+        self.path = path
+        self.file = file
+        self.key = key
+        self.pins = 0
+        self.retired = False
+        self.datasets: dict[str, h5py.Dataset] = {}
+
+    def dataset(self, internal_path: str) -> h5py.Dataset:
+        ds = self.datasets.get(internal_path)
+        if ds is None:
+            ds = self.file[internal_path]
+            self.datasets[internal_path] = ds
+        return ds
+
+
+def _file_key(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class _HandleCache:
+    """At most ``max_open`` read-only ``h5py.File`` handles, least recently used evicted first.
+
+    A handle in use is *pinned*: eviction, invalidation and ``close_all`` never close a pinned handle;
+    they retire it and the last ``release`` closes it. When every slot is pinned, ``acquire`` waits until
+    one is released (each reader pins one handle at a time, so this cannot deadlock). A cached handle
+    whose file was replaced on disk (different inode, mtime or size) is retired and the file re-opened.
+    """
+
+    def __init__(self, max_open: int) -> None:
+        self._max = max_open
+        self._entries: OrderedDict[str, _Handle] = OrderedDict()
+        self._cond = threading.Condition()
+        self._open = 0
+        self._closed = False
+
+    @property
+    def max_open(self) -> int:
+        return self._max
+
+    @property
+    def open_count(self) -> int:
+        """Number of HDF5 files this cache holds open right now (cached plus retired-but-pinned)."""
+        with self._cond:
+            return self._open
+
+    def cached_paths(self) -> list[str]:
+        with self._cond:
+            return list(self._entries)
+
+    def reopen(self) -> None:
+        with self._cond:
+            self._closed = False
+
+    def acquire(self, path: str) -> _Handle:
+        key = _file_key(os.stat(path))
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise ClosedError(f"cannot read {path}: the fileset is closed")
+                entry = self._entries.get(path)
+                if entry is not None:
+                    if entry.key == key:
+                        entry.pins += 1
+                        self._entries.move_to_end(path)
+                        return entry
+                    logger.debug("block file %s was replaced on disk; re-opening it", path)
+                    self._retire(entry)
+                    continue
+                if self._open < self._max or self._evict_one():
+                    break
+                self._cond.wait()
+            handle = h5py.File(path, "r")
+            entry = _Handle(path, handle, key)
+            entry.pins = 1
+            self._entries[path] = entry
+            self._open += 1
+            return entry
+
+    def release(self, entry: _Handle) -> None:
+        with self._cond:
+            entry.pins -= 1
+            if entry.pins == 0:
+                if entry.retired:
+                    self._close(entry)
+                self._cond.notify_all()
+
+    def invalidate(self, path: str) -> None:
+        with self._cond:
+            entry = self._entries.get(path)
+            if entry is not None:
+                self._retire(entry)
+
+    def close_all(self) -> None:
+        with self._cond:
+            self._closed = True
+            for entry in list(self._entries.values()):
+                self._retire(entry)
+            self._cond.notify_all()
+
+    # -- helpers, called with the condition held --
+
+    def _evict_one(self) -> bool:
+        for entry in self._entries.values():
+            if entry.pins == 0:
+                self._retire(entry)
+                return True
+        return False
+
+    def _retire(self, entry: _Handle) -> None:
+        if self._entries.get(entry.path) is entry:
+            del self._entries[entry.path]
+        entry.retired = True
+        if entry.pins == 0:
+            self._close(entry)
+            self._cond.notify_all()
+
+    def _close(self, entry: _Handle) -> None:
+        if entry.file is None:
+            return
+        entry.datasets.clear()
+        try:
+            entry.file.close()
+        except Exception as exc:  # closing must not mask the caller's work
+            logger.warning("could not close block file %s: %s", entry.path, exc)
+        entry.file = None
+        self._open -= 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _vigra() -> Any:
+    """The vigra module if importable (imported on first use only), else None."""
+    try:
+        import vigra  # noqa: PLC0415
+    except ImportError:
+        return None
+    return vigra
+
+
+def _ints(values: Any) -> tuple[int, ...]:
+    return tuple(operator.index(v) for v in values)
+
+
+def _temp_name(path: str) -> str:
+    return f"{path}.{os.getpid()}.{secrets.token_hex(6)}{PARTIAL_SUFFIX}"
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _makedirs_tracked(path: str, created: list[str]) -> None:
+    """``os.makedirs(path, exist_ok=True)``, appending every directory it created to ``created``."""
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.isdir(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            continue
+        created.append(directory)
+
+
+def _undo(files: list[str], dirs: list[str]) -> None:
+    """Remove what a failed operation created: files first, then the (now empty) directories."""
+    for path in reversed(files):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    for directory in reversed(dirs):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+
+
+# ----------------------------------------------------------------------------------------------------------
+# BlockwiseFileset
+# ----------------------------------------------------------------------------------------------------------
+
+
+class BlockwiseFileset:
+    """A dataset stored as a tree of HDF5 block files, described by a JSON description file.
+
+    Parameters
+    ----------
+    descriptionFilePath
+        The ``"blockwise-fileset-description"`` JSON file. Its directory anchors a relative
+        ``dataset_root_dir``; it is needed even with ``preparsedDescription``.
+    mode
+        ``"r"`` (read-only) or ``"a"`` (read and write).
+    preparsedDescription
+        An already parsed description (a dict or namespace); validated again, the file is not read.
+    max_open_files
+        Upper bound of block files held open for reading at once.
+
+    Notes
+    -----
+    Rois are ``(start, stop)`` pairs in view coordinates (disk coordinates minus ``view_origin``).
+    Reads are thread-safe and take no lock; writes are atomic per block and serialised per block by an OS
+    lock shared with other processes.
+    """
+
+    BLOCK_NOT_AVAILABLE = 0
+    BLOCK_AVAILABLE = 1
+    DescriptionFields = _desc.LOCAL_FIELDS
+    BlockNotReadyError = BlockNotReadyError
+
+    # -- description files ----------------------------------------------------------------------------
+
+    @classmethod
+    def readDescription(cls, descriptionFilePath: str | os.PathLike) -> Any:
+        """Parse and validate a local description file; defaults are filled in."""
+        return _desc.read_local(os.fspath(descriptionFilePath))
+
+    @classmethod
+    def writeDescription(cls, descriptionFilePath: str | os.PathLike, descriptionFields: Any) -> None:
+        """Validate ``descriptionFields`` and atomically replace ``descriptionFilePath`` with it."""
+        _desc.write_description(os.fspath(descriptionFilePath), descriptionFields, "local")
+
+    @classmethod
+    def _createAndReturnBlockwiseFileset(cls, descriptionFilePath: str, mode: str) -> BlockwiseFileset | None:
+        """Factory hook: the fileset, or None when the file is not a local description."""
+        try:
+            return BlockwiseFileset(descriptionFilePath, mode)
+        except SchemaError:
+            return None
+
+    # -- life cycle ------------------------------------------------------------------------------------
+
+    def __init__(
+        self,
+        descriptionFilePath: str | os.PathLike,
+        mode: str = "r",
+        preparsedDescription: Any = None,
+        *,
+        max_open_files: int = 256,
+    ) -> None:
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
+        if descriptionFilePath is None:
+            raise TypeError(
+                "descriptionFilePath is required, even with preparsedDescription (it anchors the block tree)"
+            )
+        if isinstance(max_open_files, bool) or not isinstance(max_open_files, int) or max_open_files < 1:
+            raise ValueError(f"max_open_files must be an integer >= 1, not {max_open_files!r}")
+        self._descriptionFilePath = os.path.abspath(os.fspath(descriptionFilePath))
+        if preparsedDescription is not None:
+            self._description = _desc.parse_local(preparsedDescription)
+        else:
+            self._description = type(self).readDescription(self._descriptionFilePath)
+        self.mode = mode
+        self._init_geometry()
+        self._handles = _HandleCache(max_open_files)
+        self._user_handles: dict[str, h5py.File] = {}
+        self._user_lock = threading.Lock()
+        self._closed = False
+
+    def _init_geometry(self) -> None:
+        d = self._description
+        self._axes: str = str(d.axes)
+        self._ndim = len(self._axes)
+        self._disk_shape = _ints(d.shape)
+        self._block_shape_t = _ints(d.block_shape)
+        self._view_origin = _ints(d.view_origin)
+        self._view_shape = _ints(d.view_shape)
+        self._dtype = numpy.dtype(d.dtype)
+        root = str(d.dataset_root_dir if d.dataset_root_dir is not None else ".")
+        self._root_dir = os.path.normpath(os.path.join(os.path.dirname(self._descriptionFilePath), root))
+        external, internal = _desc.split_block_file_name_format(d.block_file_name_format)
+        self._external_format: str = external
+        self._internal_format: str = "/" + internal.lstrip("/")
+        chunks = d.chunks
+        self._chunks = None if chunks is None else _ints(chunks)
+
+    @property
+    def description(self) -> Any:
+        """The parsed local description (a namespace with attribute access)."""
+        return self._description
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the view (what rois refer to)."""
+        return self._view_shape
+
+    @property
+    def dtype(self) -> numpy.dtype:
+        return self._dtype
+
+    @property
+    def axes(self) -> str:
+        return self._axes
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        return self._block_shape_t
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def root_directory(self) -> str:
+        """Absolute directory holding the block tree."""
+        return self._root_dir
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return (
+            f"<{type(self).__name__} {self._descriptionFilePath!r} mode={self.mode!r} shape={self.shape} "
+            f"dtype={self._dtype.name} axes={self._axes!r} block_shape={self.block_shape}{state}>"
+        )
+
+    def __enter__(self) -> BlockwiseFileset:
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if not self._closed:
+                BlockwiseFileset.close(self)  # only our own handles: subclasses may be half torn down
+        except Exception:  # interpreter shutdown or half-constructed object: nothing sensible to do
+            pass
+
+    def close(self) -> None:
+        """Close every block file this fileset holds open. Calling it again does nothing."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        self._handles.close_all()
+        with self._user_lock:
+            handles, self._user_handles = list(self._user_handles.values()), {}
+        for handle in handles:
+            try:
+                handle.close()
+            except Exception as exc:
+                logger.warning("could not close %s: %s", handle, exc)
+
+    def reopen(self, mode: str) -> None:
+        """Re-open a (possibly closed) fileset in ``mode`` (``"r"`` or ``"a"``); open handles are dropped."""
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
+        BlockwiseFileset.close(self)
+        self.mode = mode
+        self._handles.reopen()
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"I/O on a closed fileset ({self._descriptionFilePath})")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.mode != "a":
+            raise ReadOnlyError(
+                f"the fileset {self._descriptionFilePath} is open in mode {self.mode!r}; "
+                "writing needs mode 'a'"
+            )
+
+    # -- geometry and paths ----------------------------------------------------------------------------
+
+    def _check_roi(self, roi: Roi) -> tuple[numpy.ndarray, numpy.ndarray]:
+        return geometry.check_roi(roi, numpy.asarray(self._view_shape, dtype=numpy.int64))
+
+    def _check_block_start(self, block_start: Any) -> tuple[int, ...]:
+        try:
+            start = _ints(block_start)
+        except TypeError as exc:
+            raise OutOfBoundsError(
+                f"block start must be a sequence of integers, got {block_start!r}"
+            ) from exc
+        if len(start) != self._ndim:
+            raise OutOfBoundsError(
+                f"block start {start} has {len(start)} coordinates; "
+                f"expected {self._ndim} (axes {self._axes!r})"
+            )
+        for s, b, v in zip(start, self._block_shape_t, self._view_shape):
+            if s < 0 or s >= v or s % b:
+                raise OutOfBoundsError(
+                    f"{start} is not the start of a block of the view: expected multiples of "
+                    f"{self.block_shape} inside the view shape {self.shape}"
+                )
+        return start
+
+    def _disk_bounds(self, start: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        disk_start = tuple(s + o for s, o in zip(start, self._view_origin))
+        disk_stop = tuple(min(d + b, n) for d, b, n in zip(disk_start, self._block_shape_t, self._disk_shape))
+        return disk_start, disk_stop
+
+    def _disk_block_roi(self, block_start: Any) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """Disk ``(start, stop)`` of the block at view ``block_start``, clipped to the on-disk shape."""
+        disk_start, disk_stop = self._disk_bounds(self._check_block_start(block_start))
+        return numpy.array(disk_start, dtype=numpy.int64), numpy.array(disk_stop, dtype=numpy.int64)
+
+    def _paths(self, block_start: Any) -> BlockPaths:
+        """Absolute paths of the block at view ``block_start``."""
+        start = self._check_block_start(block_start)
+        disk_start, disk_stop = self._disk_bounds(start)
+        directory = os.path.join(self._root_dir, *geometry.block_dir_names(self._axes, disk_start))
+        roi_string = geometry.roi_string(disk_start, disk_stop)
+        external = self._external_format.format(roiString=roi_string)
+        internal = self._internal_format.format(roiString=roi_string)
+        return BlockPaths(
+            directory=directory,
+            file_path=os.path.join(directory, external),
+            internal_path=internal,
+            status_path=os.path.join(directory, STATUS_FILE_NAME),
+            lock_path=os.path.join(directory, LOCK_FILE_NAME),
+        )
+
+    def _leaf_paths(self, start: tuple[int, ...], directory: str) -> BlockPaths:
+        """:meth:`_paths` for a validated view ``start`` whose block ``directory`` is known (fast path)."""
+        disk_start, disk_stop = self._disk_bounds(start)
+        roi_string = geometry.roi_string(disk_start, disk_stop)
+        external = self._external_format.format(roiString=roi_string)
+        sep = os.sep
+        return BlockPaths(
+            directory=directory,
+            file_path=directory + sep + external,
+            internal_path=self._internal_format.format(roiString=roi_string),
+            status_path=directory + sep + STATUS_FILE_NAME,
+            lock_path=directory + sep + LOCK_FILE_NAME,
+        )
+
+    def _block_lock(self, block_start: Any) -> locks.BlockLock:
+        """The OS lock of a block (its directory is created if needed)."""
+        paths = self._paths(block_start)
+        os.makedirs(paths.directory, exist_ok=True)
+        return locks.BlockLock(paths.lock_path)
+
+    def iterBlockStarts(self, roi: Roi | None = None) -> Iterator[tuple[int, ...]]:
+        """Stream the view starts of the blocks intersecting ``roi`` (default: the whole view), C order."""
+        if roi is None:
+            start = numpy.zeros(self._ndim, dtype=numpy.int64)
+            stop = numpy.asarray(self._view_shape, dtype=numpy.int64)
+        else:
+            start, stop = self._check_roi(roi)
+        block_shape = numpy.asarray(self._block_shape_t, dtype=numpy.int64)
+        for block_start in geometry.iter_block_starts(start, stop, block_shape):
+            yield _ints(block_start)
+
+    def getEntireBlockRoi(self, block_start: Any) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """View ``(start, stop)`` of the block starting at ``block_start``, clipped to the view."""
+        start = self._check_block_start(block_start)
+        stop = tuple(min(s + b, v) for s, b, v in zip(start, self._block_shape_t, self._view_shape))
+        return numpy.array(start, dtype=numpy.int64), numpy.array(stop, dtype=numpy.int64)
+
+    def getAllBlockRois(self) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
+        """The view-clipped rois of every block of the view (a list; see :meth:`iterBlockStarts`)."""
+        return [self.getEntireBlockRoi(start) for start in self.iterBlockStarts()]
+
+    def getDatasetDirectory(self, block_start: Any) -> str:
+        """The directory of the block starting at view ``block_start``."""
+        return self._paths(block_start).directory
+
+    def getDatasetPathComponents(self, block_start: Any) -> PathComponents:
+        """The block file and its internal dataset path, for the block at view ``block_start``."""
+        paths = self._paths(block_start)
+        return PathComponents(paths.file_path, paths.internal_path)
+
+    # -- status ----------------------------------------------------------------------------------------
+
+    def getBlockStatus(self, block_start: Any) -> int:
+        """``BLOCK_AVAILABLE`` if the block's ``STATUS.txt`` exists, else ``BLOCK_NOT_AVAILABLE``."""
+        self._check_open()
+        exists = os.path.exists(self._paths(block_start).status_path)
+        return self.BLOCK_AVAILABLE if exists else self.BLOCK_NOT_AVAILABLE
+
+    def setBlockStatus(self, block_start: Any, status: int) -> None:
+        """Mark a block available (create ``STATUS.txt``; its block file must exist) or not (remove it)."""
+        self._check_writable()
+        self._set_status(self._paths(block_start), status)
+
+    def setBlockStatusesForRoi(self, roi: Roi, status: int) -> None:
+        """:meth:`setBlockStatus` for every block intersecting ``roi``."""
+        self._check_writable()
+        for block_start in self.iterBlockStarts(roi):
+            self._set_status(self._paths(block_start), status)
+
+    def _set_status(self, paths: BlockPaths, status: int) -> None:
+        if status == self.BLOCK_AVAILABLE:
+            if not os.path.exists(paths.file_path):
+                raise FileNotFoundError(
+                    f"cannot mark the block in {paths.directory} available: its block file "
+                    f"{paths.file_path} does not exist (write the block first)"
+                )
+            with open(paths.status_path, "wb"):
+                pass
+        elif status == self.BLOCK_NOT_AVAILABLE:
+            _remove_quietly(paths.status_path)
+        else:
+            raise ValueError(
+                f"status must be BLOCK_AVAILABLE ({self.BLOCK_AVAILABLE}) or "
+                f"BLOCK_NOT_AVAILABLE ({self.BLOCK_NOT_AVAILABLE}), not {status!r}"
+            )
+
+    def isBlockLocked(self, block_start: Any) -> bool:
+        """True iff some thread or process holds the block's lock right now."""
+        paths = self._paths(block_start)
+        if not os.path.exists(paths.lock_path):
+            # A holder keeps its lock file; no file means no holder.
+            return False
+        return bool(locks.BlockLock(paths.lock_path).locked_elsewhere())
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def readData(self, roi: Roi, out_array: Any = None) -> Any:
+        """Read ``roi`` (view coordinates) into ``out_array`` (or a new array) and return it.
+
+        Raises
+        ------
+        OutOfBoundsError
+            The roi is not inside the view.
+        BlockNotReadyError
+            A block of the roi is not available; ``.block_start`` names it.
+        ValueError
+            ``out_array`` has the wrong shape or dtype.
+        """
+        self._check_open()
+        start, stop = self._check_roi(roi)
+        shape = tuple(int(n) for n in stop - start)
+        if out_array is None:
+            out_array = numpy.empty(shape, dtype=self._dtype)
+        else:
+            if tuple(out_array.shape) != shape:
+                raise ValueError(f"out_array has shape {tuple(out_array.shape)}; the roi needs {shape}")
+            if numpy.dtype(out_array.dtype) != self._dtype:
+                raise ValueError(
+                    f"out_array has dtype {out_array.dtype}; the fileset's dtype is {self._dtype}"
+                )
+        self._read_into((start, stop), out_array)
+        return out_array
+
+    def _read_into(self, roi: Roi, out: Any) -> None:
+        """Copy ``roi`` from the available blocks into ``out`` (shape already checked)."""
+        self._check_open()
+        start, stop = self._check_roi(roi)
+        direct = isinstance(out, numpy.ndarray) and out.flags.c_contiguous and out.dtype == self._dtype
+        block_shape = numpy.asarray(self._block_shape_t, dtype=numpy.int64)
+        view_shape = numpy.asarray(self._view_shape, dtype=numpy.int64)
+        for proj in geometry.projections(start, stop, block_shape, view_shape):
+            block_start = _ints(proj.block_start)
+            paths = self._paths(block_start)
+            if not os.path.exists(paths.status_path):
+                raise BlockNotReadyError(
+                    f"block at {block_start} (view coordinates) is not available locally: "
+                    f"{paths.status_path} does not exist",
+                    block_start=block_start,
+                )
+            try:
+                entry = self._handles.acquire(paths.file_path)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(
+                    f"block at {block_start} is marked available but its file {paths.file_path} is missing; "
+                    "run `rbfs verify --repair`"
+                ) from exc
+            try:
+                dataset = entry.dataset(paths.internal_path)
+                if direct:
+                    dataset.read_direct(
+                        out, source_sel=tuple(proj.block_slices), dest_sel=tuple(proj.out_slices)
+                    )
+                else:
+                    out[tuple(proj.out_slices)] = dataset[tuple(proj.block_slices)]
+            finally:
+                self._handles.release(entry)
+
+    def getOpenHdf5FileForBlock(self, block_start: Any) -> h5py.File:
+        """An open ``h5py.File`` of the block's file, owned by this fileset until :meth:`close`.
+
+        Read-only in mode ``"r"``. In mode ``"a"`` the file is opened (created if missing) for writing
+        as upstream did; such writes bypass the atomic write path, so the caller must hold the block's
+        lock and set the block status itself.
+        """
+        self._check_open()
+        paths = self._paths(block_start)
+        with self._user_lock:
+            handle = self._user_handles.get(paths.file_path)
+            if handle is not None and handle.id.valid and handle.mode == ("r" if self.mode == "r" else "r+"):
+                return handle
+            if self.mode == "a":
+                os.makedirs(os.path.dirname(paths.file_path), exist_ok=True)
+                self._handles.invalidate(paths.file_path)  # HDF5 refuses a read-only and a writable open
+                handle = h5py.File(paths.file_path, "a")
+            else:
+                handle = h5py.File(paths.file_path, "r")
+            previous = self._user_handles.pop(paths.file_path, None)
+            if previous is not None and previous.id.valid:
+                previous.close()
+            self._user_handles[paths.file_path] = handle
+            return handle
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def writeData(self, roi: Roi, data: Any) -> None:
+        """Write ``data`` into ``roi`` (view coordinates), atomically per block.
+
+        Each touched block is rewritten as a whole under its lock (read, modify, write a temp file,
+        ``os.replace``). As upstream, a written block is left *not available*; mark it with
+        :meth:`setBlockStatus` once complete.
+        """
+        self._check_writable()
+        start, stop = self._check_roi(roi)
+        data = numpy.asarray(data)
+        shape = tuple(int(n) for n in stop - start)
+        if data.shape != shape:
+            raise ValueError(f"data has shape {data.shape}; the roi {roi} needs {shape}")
+        block_shape = numpy.asarray(self._block_shape_t, dtype=numpy.int64)
+        view_shape = numpy.asarray(self._view_shape, dtype=numpy.int64)
+        for proj in geometry.projections(start, stop, block_shape, view_shape):
+            block_start = _ints(proj.block_start)
+            paths = self._paths(block_start)
+            disk_start, disk_stop = self._disk_bounds(block_start)
+            disk_shape = tuple(b - a for a, b in zip(disk_start, disk_stop))
+            with self._block_lock(block_start):
+                _remove_quietly(paths.status_path)
+                block = self._load_block_for_update(paths, disk_shape)
+                block[tuple(proj.block_slices)] = data[tuple(proj.out_slices)]
+                self._write_block_file(paths, block)
+
+    def _load_block_for_update(self, paths: BlockPaths, disk_shape: tuple[int, ...]) -> numpy.ndarray:
+        block = numpy.zeros(disk_shape, dtype=self._dtype)
+        if not os.path.exists(paths.file_path):
+            return block
+        try:
+            with h5py.File(paths.file_path, "r") as f:
+                dataset = f[paths.internal_path]
+                if dataset.shape == disk_shape:
+                    dataset.read_direct(block)
+                else:
+                    # e.g. an upstream stub clipped to its view: keep what overlaps.
+                    overlap = tuple(slice(0, min(a, b)) for a, b in zip(dataset.shape, disk_shape))
+                    block[overlap] = dataset[overlap]
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            logger.warning(
+                "existing block file %s is unreadable (%s); rewriting it from zeros", paths.file_path, exc
+            )
+        return block
+
+    def _create_dataset(
+        self, f: h5py.File, name: str, shape: tuple[int, ...], data: Any = None
+    ) -> h5py.Dataset:
+        """Create dataset ``name`` as the description says (chunks clipped to ``shape``, compression...)."""
+        d = self._description
+        chunks = None
+        if self._chunks is not None:
+            chunks = tuple(max(1, min(c, s)) for c, s in zip(self._chunks, shape))
+        dataset = f.create_dataset(
+            name,
+            shape=shape,
+            dtype=self._dtype,
+            data=data,
+            chunks=chunks,
+            compression=d.compression,
+            compression_opts=d.compression_opts,
+        )
+        if d.drange is not None:
+            dataset.attrs["drange"] = tuple(d.drange)
+        vigra = _vigra()
+        if vigra is not None:
+            dataset.attrs["axistags"] = vigra.defaultAxistags(self._axes).toJSON()
+        return dataset
+
+    def _write_block_file(self, paths: BlockPaths, block: numpy.ndarray) -> None:
+        """Write ``block`` to a temp file next to the block file and ``os.replace`` it into place."""
+        os.makedirs(os.path.dirname(paths.file_path), exist_ok=True)
+        temp = _temp_name(paths.file_path)
+        try:
+            with h5py.File(temp, "w") as f:
+                self._create_dataset(f, paths.internal_path, block.shape, data=block)
+            os.replace(temp, paths.file_path)
+        except BaseException:
+            _remove_quietly(temp)
+            raise
+        finally:
+            self._handles.invalidate(paths.file_path)
+
+    def _publish_block(self, block_start: Any, data: Any) -> None:
+        """Atomically store a complete block and mark it available. The caller holds the block lock.
+
+        ``data`` must have exactly the block's disk-clipped shape.
+        """
+        self._check_open()
+        paths = self._paths(block_start)
+        disk_start, disk_stop = self._disk_bounds(_ints(block_start))
+        disk_shape = tuple(b - a for a, b in zip(disk_start, disk_stop))
+        data = numpy.asarray(data)
+        if data.shape != disk_shape:
+            raise ValueError(
+                f"block at {tuple(block_start)} must have the disk-clipped block shape {disk_shape}, "
+                f"got {data.shape}"
+            )
+        self._write_block_file(paths, data)
+        with open(paths.status_path, "wb"):
+            pass
+        logger.debug("published block %s -> %s", tuple(disk_start), paths.file_path)
+
+    # -- maintenance -----------------------------------------------------------------------------------
+
+    def _iter_block_dirs(self, roi: Roi | None = None) -> Iterator[tuple[tuple[int, ...], str]]:
+        """Stream ``(view block start, directory)`` of the EXISTING block directories in ``roi``, C order.
+
+        Walks the directory tree level by level with ``os.scandir``, so it costs time for the blocks
+        present on disk, not for every block of the roi.
+        """
+        if roi is None:
+            view_start = (0,) * self._ndim
+            view_stop = self._view_shape
+        else:
+            start, stop = self._check_roi(roi)
+            view_start, view_stop = _ints(start), _ints(stop)
+        lo = [(s // b) * b + o for s, b, o in zip(view_start, self._block_shape_t, self._view_origin)]
+        hi = [s + o for s, o in zip(view_stop, self._view_origin)]
+        yield from self._walk_level(0, self._root_dir, (), lo, hi)
+
+    def _walk_level(
+        self, level: int, directory: str, prefix: tuple[int, ...], lo: list[int], hi: list[int]
+    ) -> Iterator[tuple[tuple[int, ...], str]]:
+        axis_prefix = self._axes[level] + "_"
+        step = self._block_shape_t[level]
+        found = []
+        try:
+            entries = os.scandir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if not name.startswith(axis_prefix):
+                    continue
+                digits = name[len(axis_prefix) :]
+                if not (digits.isascii() and digits.isdigit()):
+                    continue
+                value = int(digits)
+                if (
+                    f"{value:08d}" != digits
+                    or not lo[level] <= value < hi[level]
+                    or (value - lo[level]) % step
+                ):
+                    continue
+                if entry.is_dir():
+                    found.append((value, entry.path))
+        found.sort()
+        origin = self._view_origin[level]
+        for value, path in found:
+            start = prefix + (value - origin,)
+            if level == self._ndim - 1:
+                yield start, path
+            else:
+                yield from self._walk_level(level + 1, path, start, lo, hi)
+
+    @staticmethod
+    def _listdir(directory: str) -> set[str]:
+        try:
+            return set(os.listdir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+
+    def _partials(self, paths: BlockPaths, names: set[str]) -> list[str]:
+        base = os.path.basename(paths.file_path) + "."
+        file_dir = os.path.dirname(paths.file_path)
+        return sorted(
+            os.path.join(file_dir, n) for n in names if n.startswith(base) and n.endswith(PARTIAL_SUFFIX)
+        )
+
+    def _names_near_file(self, paths: BlockPaths, dir_names: set[str]) -> set[str]:
+        file_dir = os.path.dirname(paths.file_path)
+        return dir_names if file_dir == paths.directory else self._listdir(file_dir)
+
+    def statusSummary(self, roi: Roi | None = None) -> StatusSummary:
+        """Count available, partial and missing blocks of ``roi`` (default: the view), streaming.
+
+        Only existing block directories are visited, so large sparse caches are summarised quickly.
+        """
+        if roi is None:
+            total = geometry.count_blocks(
+                numpy.zeros(self._ndim, dtype=numpy.int64),
+                numpy.asarray(self._view_shape, dtype=numpy.int64),
+                numpy.asarray(self._block_shape_t, dtype=numpy.int64),
+            )
+        else:
+            start, stop = self._check_roi(roi)
+            total = geometry.count_blocks(start, stop, numpy.asarray(self._block_shape_t, dtype=numpy.int64))
+        available = partial = nbytes = 0
+        stat, sep = os.stat, os.sep
+        for block_start, directory in self._iter_block_dirs(roi):
+            paths = self._leaf_paths(block_start, directory)
+            try:
+                stat(directory + sep + STATUS_FILE_NAME)
+            except FileNotFoundError:
+                pass
+            else:
+                available += 1
+                try:
+                    nbytes += stat(paths.file_path).st_size
+                except FileNotFoundError:
+                    pass
+                continue
+            near = self._names_near_file(paths, self._listdir(directory))
+            if os.path.basename(paths.file_path) in near or self._partials(paths, near):
+                partial += 1
+        total = int(total)
+        return StatusSummary(
+            total=total,
+            available=available,
+            partial=partial,
+            missing=total - available - partial,
+            available_bytes=nbytes,
+        )
+
+    def _check_block_file(self, paths: BlockPaths, block_start: tuple[int, ...], deep: bool) -> str | None:
+        """Why the block file of an available block is bad, or None if it is good."""
+        disk_start, disk_stop = self._disk_bounds(block_start)
+        expected = tuple(b - a for a, b in zip(disk_start, disk_stop))
+        if not os.path.exists(paths.file_path):
+            return "block file missing"
+        try:
+            with h5py.File(paths.file_path, "r") as f:
+                dataset = f.get(paths.internal_path)
+                if not isinstance(dataset, h5py.Dataset):
+                    return f"no dataset {paths.internal_path!r} in the block file"
+                if dataset.shape != expected:
+                    return f"dataset shape {dataset.shape}, expected {expected}"
+                if dataset.dtype != self._dtype:
+                    return f"dataset dtype {dataset.dtype}, expected {self._dtype}"
+                if deep:
+                    dataset[()]
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            return f"unreadable: {exc}"
+        return None
+
+    def verify(self, repair: bool = False, roi: Roi | None = None, *, deep: bool = False) -> VerifyReport:
+        """Check every available block of ``roi`` (default: the view) and look for stray temp files.
+
+        A block is bad when ``STATUS.txt`` exists but its block file is missing, unreadable, lacks the
+        dataset, or has another shape than the disk-clipped block bounds or another dtype. ``deep`` also
+        reads every voxel. With ``repair``, bad blocks lose their ``STATUS.txt`` and block file (so they
+        are downloaded again) and stray ``*.partial`` files are removed; blocks whose lock another
+        process holds are left alone and listed in ``skipped_locked``.
+        """
+        self._check_open()
+        report = VerifyReport(repaired=bool(repair))
+        for block_start, directory in self._iter_block_dirs(roi):
+            names = self._listdir(directory)
+            paths = self._leaf_paths(block_start, directory)
+            partials = self._partials(paths, self._names_near_file(paths, names))
+            if partials and not self._lock_held_elsewhere(paths):
+                report.stray_partials.extend(partials)
+            else:
+                partials = []
+            reason = None
+            if STATUS_FILE_NAME in names:
+                report.checked += 1
+                reason = self._check_block_file(paths, block_start, deep)
+                if reason is not None:
+                    logger.warning("bad block %s (%s): %s", block_start, paths.file_path, reason)
+                    report.bad_blocks.append(BadBlock(block_start, paths.file_path, reason))
+            if repair and (reason is not None or partials):
+                self._repair_block(block_start, paths, reason is not None, report)
+        return report
+
+    def _lock_held_elsewhere(self, paths: BlockPaths) -> bool:
+        if not os.path.exists(paths.lock_path):
+            return False
+        return bool(locks.BlockLock(paths.lock_path).locked_elsewhere())
+
+    def _repair_block(
+        self, block_start: tuple[int, ...], paths: BlockPaths, bad: bool, report: VerifyReport
+    ) -> None:
+        lock = locks.BlockLock(paths.lock_path)
+        if not lock.acquire(blocking=False):
+            logger.warning("block %s is locked by another process; not repairing it", block_start)
+            report.skipped_locked.append(block_start)
+            return
+        try:
+            doomed = []
+            if bad:
+                doomed += [paths.status_path, paths.file_path]
+            doomed += self._partials(paths, self._listdir(os.path.dirname(paths.file_path)))
+            for path in doomed:
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    continue
+                logger.warning("removed %s", path)
+                report.removed.append(path)
+            self._handles.invalidate(paths.file_path)
+        finally:
+            lock.release()
+
+    def purgeAllLocks(self) -> int:
+        """Remove stale lock and temp files from the view's block directories; return how many.
+
+        Removes upstream lazyflow's ``<blockfile>.lock`` files (left by killed upstream processes) and
+        this package's ``*.partial`` temp files whose block lock nobody holds. Locks held by a live
+        process are never broken. Call it when no upstream lazyflow process is using the cache.
+        """
+        self._check_open()
+        removed = 0
+        for block_start, directory in self._iter_block_dirs(None):
+            names = self._listdir(directory)
+            paths = self._leaf_paths(block_start, directory)
+            near = self._names_near_file(paths, names)
+            upstream_lock = os.path.basename(paths.file_path) + UPSTREAM_LOCK_SUFFIX
+            if upstream_lock in near:
+                path = os.path.join(os.path.dirname(paths.file_path), upstream_lock)
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
+                else:
+                    removed += 1
+                    logger.warning("purged stale lock file %s of block %s", path, block_start)
+            partials = self._partials(paths, near)
+            if not partials and LOCK_FILE_NAME not in names:
+                continue
+            lock = locks.BlockLock(paths.lock_path)
+            if not lock.acquire(blocking=False):
+                if partials:
+                    logger.info(
+                        "block %s is being written by a live process; leaving its temp files", block_start
+                    )
+                continue
+            try:
+                for path in partials:
+                    try:
+                        os.remove(path)
+                    except FileNotFoundError:
+                        continue
+                    removed += 1
+                    logger.warning("purged stale temp file %s of block %s", path, block_start)
+            finally:
+                lock.release()  # also removes our (harmless) leftover lock file
+        return removed
+
+    # -- export ----------------------------------------------------------------------------------------
+
+    def _export_view_roi(self, roi: Roi, use_view_coordinates: bool) -> tuple[numpy.ndarray, numpy.ndarray]:
+        try:
+            start = numpy.asarray(roi[0], dtype=numpy.int64)
+            stop = numpy.asarray(roi[1], dtype=numpy.int64)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise OutOfBoundsError(
+                f"roi must be a (start, stop) pair of integer sequences, got {roi!r}"
+            ) from exc
+        if not use_view_coordinates:
+            if start.shape != (self._ndim,) or stop.shape != (self._ndim,):
+                raise OutOfBoundsError(f"roi {roi!r} must have {self._ndim} coordinates per bound")
+            origin = numpy.asarray(self._view_origin, dtype=numpy.int64)
+            start, stop = start - origin, stop - origin
+        return self._check_roi((start, stop))
+
+    def exportRoiToHdf5(
+        self, roi: Roi, exportDirectory: str | os.PathLike, use_view_coordinates: bool = True
+    ) -> str:
+        """Export ``roi`` into one HDF5 file in ``exportDirectory``; return its full dataset path.
+
+        The file is named with ``block_file_name_format`` and the roi in disk coordinates, written to a
+        temp file first and moved into place, so a failed export leaves no file behind.
+        """
+        self._check_open()
+        view_start, view_stop = self._export_view_roi(roi, use_view_coordinates)
+        origin = numpy.asarray(self._view_origin, dtype=numpy.int64)
+        roi_string = geometry.roi_string(view_start + origin, view_stop + origin)
+        export_dir = os.path.abspath(os.fspath(exportDirectory))
+        target = PathComponents(
+            os.path.join(export_dir, self._external_format.format(roiString=roi_string)),
+            self._internal_format.format(roiString=roi_string),
+        )
+        created_dirs: list[str] = []
+        _makedirs_tracked(os.path.dirname(target.externalPath), created_dirs)
+        temp = _temp_name(target.externalPath)
+        try:
+            with h5py.File(temp, "w") as f:
+                shape = tuple(int(n) for n in view_stop - view_start)
+                dataset = self._create_dataset(f, target.internalPath, shape)
+                self.readData((view_start, view_stop), dataset)
+            os.replace(temp, target.externalPath)
+        except BaseException:
+            _undo([temp], created_dirs)
+            raise
+        return target.totalPath()
+
+    def exportSubset(
+        self, roi: Roi, exportDirectory: str | os.PathLike, use_view_coordinates: bool = True
+    ) -> str:
+        """Copy the available blocks of a block-aligned ``roi`` into a new, self-contained fileset.
+
+        The roi must start on a block boundary and stop on a block boundary or the edge of the view or
+        of the dataset. Only block files and ``STATUS.txt`` are copied (never lock or temp files); the
+        new description (a plain local description, ``view_shape`` ending at the roi's stop, no
+        ``hash_id``) is written last. An existing export in the same directory is extended. On failure
+        everything this call created is removed. Returns the new description's path.
+        """
+        self._check_open()
+        view_start, view_stop = self._export_view_roi(roi, use_view_coordinates)
+        bs = numpy.asarray(self._block_shape_t, dtype=numpy.int64)
+        origin = numpy.asarray(self._view_origin, dtype=numpy.int64)
+        abs_start, abs_stop = view_start + origin, view_stop + origin
+        disk_shape = numpy.asarray(self._disk_shape, dtype=numpy.int64)
+        view_end = numpy.asarray(self._view_shape, dtype=numpy.int64)
+        if (abs_start % bs).any():
+            raise OutOfBoundsError(
+                f"exportSubset needs a roi starting on a block boundary (multiples of {self.block_shape} "
+                f"in disk coordinates); got start {tuple(int(x) for x in abs_start)}"
+            )
+        aligned_stop = (abs_stop % bs == 0) | (abs_stop == disk_shape) | (view_stop == view_end)
+        if not aligned_stop.all():
+            raise OutOfBoundsError(
+                f"exportSubset needs a roi stopping on a block boundary or the dataset edge; got stop "
+                f"{tuple(int(x) for x in abs_stop)} "
+                f"(block shape {self.block_shape}, shape {self._disk_shape})"
+            )
+
+        export_dir = os.path.abspath(os.fspath(exportDirectory))
+        dest_desc_path = os.path.join(export_dir, os.path.basename(self._descriptionFilePath))
+        dest_desc = self._export_description(dest_desc_path, abs_stop - origin)
+        dest_root = os.path.normpath(os.path.join(export_dir, str(dest_desc.dataset_root_dir)))
+
+        created_files: list[str] = []
+        created_dirs: list[str] = []
+        try:
+            _makedirs_tracked(export_dir, created_dirs)
+            copied = 0
+            for block_start, directory in self._iter_block_dirs((view_start, view_stop)):
+                paths = self._paths(block_start)
+                if not os.path.exists(paths.status_path):
+                    logger.debug("export: block %s is not available; skipped", block_start)
+                    continue
+                dest_dir = os.path.join(dest_root, os.path.relpath(directory, self._root_dir))
+                dest_status = os.path.join(dest_dir, STATUS_FILE_NAME)
+                if os.path.exists(dest_status):
+                    logger.info("export: block %s already exported; skipped", block_start)
+                    continue
+                dest_file = os.path.join(dest_dir, os.path.relpath(paths.file_path, directory))
+                _makedirs_tracked(os.path.dirname(dest_file), created_dirs)
+                temp = _temp_name(dest_file)
+                created_files.append(temp)
+                shutil.copyfile(paths.file_path, temp)
+                os.replace(temp, dest_file)
+                created_files[-1] = dest_file
+                with open(dest_status, "wb"):
+                    pass
+                created_files.append(dest_status)
+                copied += 1
+            type(self)._write_export_description(dest_desc_path, dest_desc)
+        except BaseException:
+            _undo(created_files, created_dirs)
+            raise
+        logger.info("exported %d blocks to %s", copied, export_dir)
+        return dest_desc_path
+
+    def _export_description(self, dest_desc_path: str, view_shape: numpy.ndarray) -> Any:
+        """The description of an export: the existing one extended, or a copy of ours."""
+        if os.path.exists(dest_desc_path):
+            existing = _desc.read_local(dest_desc_path)
+            for name in ("axes", "block_file_name_format"):
+                if str(getattr(existing, name)) != str(getattr(self._description, name)):
+                    raise DescriptionError(
+                        f"cannot extend the export {dest_desc_path}: its {name} is "
+                        f"{getattr(existing, name)!r}, "
+                        f"this fileset's is {getattr(self._description, name)!r}",
+                        field=name,
+                    )
+            for name in ("shape", "block_shape", "view_origin"):
+                if not numpy.array_equal(getattr(existing, name), getattr(self._description, name)):
+                    raise DescriptionError(
+                        f"cannot extend the export {dest_desc_path}: its {name} is "
+                        f"{list(getattr(existing, name))}, "
+                        f"this fileset's is {list(getattr(self._description, name))}",
+                        field=name,
+                    )
+            if numpy.dtype(existing.dtype) != self._dtype:
+                raise DescriptionError(
+                    f"cannot extend the export {dest_desc_path}: its dtype is {numpy.dtype(existing.dtype)}, "
+                    f"this fileset's is {self._dtype}",
+                    field="dtype",
+                )
+            existing.view_shape = numpy.maximum(
+                numpy.asarray(existing.view_shape, dtype=numpy.int64), view_shape
+            )
+            return existing
+        dest = copy.deepcopy(self._description)
+        dest.view_shape = numpy.asarray(view_shape, dtype=numpy.int64)
+        dest.hash_id = None
+        dest.dataset_root_dir = self._export_root_name()
+        return dest
+
+    def _export_root_name(self) -> str:
+        """The export's ``dataset_root_dir``: relative, and inside the export directory."""
+        root = str(self._description.dataset_root_dir or ".")
+        if not os.path.isabs(root):
+            normalized = os.path.normpath(root)
+            if normalized != ".." and not normalized.startswith(".." + os.sep):
+                return root
+        name = os.path.basename(os.path.normpath(self._root_dir))
+        return name or "."
+
+    @classmethod
+    def _write_export_description(cls, path: str, desc: Any) -> None:
+        # Always the local schema, whatever subclass exports.
+        _desc.write_description(path, desc, "local")
