@@ -1,0 +1,520 @@
+"""RESTfulBlockwiseFileset: a remote volume read through a local, shared, crash-safe block cache.
+
+How a block gets into the cache (see DESIGN.md, "Concurrency model"):
+
+1. In this process, the first thread that needs a missing block claims it in the process-wide
+   :data:`~lazyflow_rbfs.locks.IN_FLIGHT` table and queues one download task; every other thread that needs
+   it waits on the same future and is woken the moment the task ends.
+2. The task tries the block's OS lock without blocking. If another process holds it, the task goes to the
+   back of the queue and then waits on the lock (the kernel wakes it; the lock dies with its holder).
+3. Holding the lock, it checks ``STATUS.txt`` again, downloads and validates the block, writes it to a
+   temporary file, renames it into place, writes ``STATUS.txt`` and releases the lock.
+
+Only the download tasks touch the network, on one bounded pool of ``max_parallel`` threads per fileset;
+callers of :meth:`RESTfulBlockwiseFileset.readData` only wait on futures.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lazyflow_rbfs import description as _description
+from lazyflow_rbfs import geometry
+from lazyflow_rbfs.errors import ClosedError, PrefetchError, ReadOnlyError, SchemaError
+from lazyflow_rbfs.locks import IN_FLIGHT
+from lazyflow_rbfs.remote import RESTfulVolume
+from lazyflow_rbfs.store import BlockwiseFileset
+
+__all__ = ["RESTfulBlockwiseFileset", "PrefetchReport"]
+
+logger = logging.getLogger(__name__)
+
+#: How many failed blocks a :class:`PrefetchReport` describes in full (all are counted).
+MAX_ERROR_DETAILS = 100
+
+
+class _Abandoned(Exception):
+    """A queued download was dropped because its fileset closed; whoever waits on it claims it again."""
+
+
+@dataclass
+class PrefetchReport:
+    """What :meth:`RESTfulBlockwiseFileset.downloadAllBlocks` did.
+
+    Attributes
+    ----------
+    total
+        Blocks in the region.
+    downloaded
+        Blocks this call fetched and published (a block another process or thread published while this
+        call waited for it counts as skipped).
+    skipped
+        Blocks that were already available.
+    failed
+        Starts (view coordinates) of the blocks that could not be fetched.
+    errors
+        ``block start → error message`` for the first :data:`MAX_ERROR_DETAILS` failures.
+    seconds
+        Wall time of the call.
+    """
+
+    total: int = 0
+    downloaded: int = 0
+    skipped: int = 0
+    failed: list[tuple[int, ...]] = field(default_factory=list)
+    errors: dict[tuple[int, ...], str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def done(self) -> int:
+        return self.downloaded + self.skipped + len(self.failed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        text = (
+            f"{self.total} blocks: {self.downloaded} downloaded, {self.skipped} already cached, "
+            f"{len(self.failed)} failed, in {self.seconds:.1f} s"
+        )
+        if self.failed:
+            first = self.failed[0]
+            text += f"; first failure at block {list(first)}: {self.errors.get(first, '?')}"
+        return text
+
+
+class RESTfulBlockwiseFileset(BlockwiseFileset):
+    """A remote volume with every block it serves downloaded once into a local blockwise cache.
+
+    Read-only. Any number of threads, processes and machines may share one cache directory.
+
+    Parameters
+    ----------
+    compositeDescriptionPath
+        A ``"RESTful-blockwise-fileset-description"`` JSON file.
+    max_parallel
+        Downloads in flight at once from this fileset (default 8).
+    timeout
+        Seconds per request, or ``(connect, read)``.
+    retries
+        Attempts after the first for each request (``retries=2``: at most 3 requests per block).
+    lock_timeout
+        Seconds to wait for a block another process is downloading; ``None`` waits as long as it lives.
+    headers
+        Extra HTTP headers (e.g. authorisation). Never written to disk or logs.
+    progress
+        Default for :meth:`downloadAllBlocks`: ``True`` for a progress bar, or a callable
+        ``progress(done, total)``.
+    max_open_files
+        Block files held open at most for reading.
+
+    Examples
+    --------
+    >>> vol = RESTfulBlockwiseFileset("bock11.json", max_parallel=16)  # doctest: +SKIP
+    >>> data = vol[0:32, 0:512, 0:512]                                    # doctest: +SKIP
+    """
+
+    DescriptionFields = _description.COMPOSITE_FIELDS
+
+    @classmethod
+    def readDescription(cls, descriptionFilePath: str) -> _description.Namespace:
+        """Parse and validate a composite description (defaults filled in)."""
+        return _description.read_composite(descriptionFilePath)
+
+    @classmethod
+    def writeDescription(cls, descriptionFilePath: str, descriptionFields: _description.Namespace) -> None:
+        """Validate ``descriptionFields`` and replace the file atomically."""
+        _description.write_description(descriptionFilePath, descriptionFields, "composite")
+
+    @classmethod
+    def _createAndReturnBlockwiseFileset(cls, descriptionFilePath: str, mode: str):
+        """Factory hook: the fileset, or ``None`` if the file is not a composite description."""
+        try:
+            return cls(descriptionFilePath, mode=mode)
+        except SchemaError:
+            return None
+
+    def __init__(
+        self,
+        compositeDescriptionPath: str,
+        mode: str = "r",
+        *,
+        max_parallel: int = 8,
+        timeout: float | tuple[float, float] = (10.0, 60.0),
+        retries: int = 3,
+        lock_timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+        progress: bool | Callable[[int, int], Any] = False,
+        max_open_files: int = 256,
+    ) -> None:
+        # Read the description first: on a file that is not ours, SchemaError ("not mine") must win.
+        self.compositeDescription = self.readDescription(compositeDescriptionPath)
+        if mode != "r":
+            raise ReadOnlyError(
+                f"a RESTfulBlockwiseFileset is read-only: open it with mode 'r', not {mode!r}"
+            )
+        if not isinstance(max_parallel, int) or isinstance(max_parallel, bool) or max_parallel < 1:
+            raise ValueError(f"max_parallel must be a positive integer, got {max_parallel!r}")
+        if lock_timeout is not None and lock_timeout < 0:
+            raise ValueError(f"lock_timeout must be None or >= 0 seconds, got {lock_timeout!r}")
+        self._open_args = (
+            os.path.abspath(os.fspath(compositeDescriptionPath)),
+            dict(
+                max_parallel=max_parallel,
+                timeout=timeout,
+                retries=retries,
+                lock_timeout=lock_timeout,
+                headers=headers,
+                progress=progress if not callable(progress) else False,
+                max_open_files=max_open_files,
+            ),
+        )
+        self.localDescription = self.compositeDescription.local_description
+        self.remoteDescription = self.compositeDescription.remote_description
+        super().__init__(
+            compositeDescriptionPath,
+            "r",
+            preparsedDescription=self.localDescription,
+            max_open_files=max_open_files,
+        )
+        self._remoteVolume = RESTfulVolume(
+            preparsedDescription=self.remoteDescription,
+            timeout=timeout,
+            retries=retries,
+            headers=headers,
+            max_parallel=max_parallel,
+        )
+        self.max_parallel = max_parallel
+        self.lock_timeout = lock_timeout
+        self.progress = progress
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_mutex = threading.Lock()
+        self._closing = False
+        self._counter_mutex = threading.Lock()
+        self.blocks_downloaded = 0
+
+    def __reduce__(self):
+        # Pickles as "open this description with these options" (dask workers, multiprocessing).
+        # The headers travel with the pickle, in memory only; nothing is written to disk.
+        path, options = self._open_args
+        return (_reopen, (type(self), path, options))
+
+    # ------------------------------------------------------------------ properties and numpy-style access
+
+    @property
+    def remote(self) -> RESTfulVolume:
+        """The :class:`~lazyflow_rbfs.remote.RESTfulVolume` this cache downloads from."""
+        return self._remoteVolume
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """``vol[0:10, 5:27, 10:33]``: ints, step-1 slices and ``...``; ints drop their axis."""
+        start, stop, squeeze = geometry.index_to_roi(key, self.shape)
+        data = self.readData((start, stop))
+        return data.reshape([n for i, n in enumerate(data.shape) if i not in squeeze]) if squeeze else data
+
+    def __repr__(self) -> str:
+        return (
+            f"<RESTfulBlockwiseFileset {self.remoteDescription.name or ''!s} shape={tuple(self.shape)} "
+            f"dtype={np.dtype(self.dtype).name} axes={self.axes!r} block_shape={tuple(self.block_shape)} "
+            f"cache={self._root_dir!r}{' closed' if self._closed else ''}>"
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    def readData(self, roi: Any, out_array: np.ndarray | None = None) -> np.ndarray:
+        """Read ``roi`` (view coordinates), downloading every block it needs that is not cached yet.
+
+        Parameters
+        ----------
+        roi
+            ``(start, stop)`` per axis.
+        out_array
+            Optional C-contiguous array of the roi's shape to fill; returned.
+
+        Raises
+        ------
+        OutOfBoundsError
+            The roi is not inside the view.
+        DownloadError
+            A block could not be fetched (after retries); names the URL and the HTTP status.
+        LockTimeoutError
+            Another process held a needed block longer than ``lock_timeout``.
+        """
+        self._check_open()
+        start, stop = geometry.check_roi(roi, self.description.view_shape)
+        self._ensure_blocks(geometry.iter_block_starts(start, stop, self.description.block_shape))
+        return super().readData((start, stop), out_array)
+
+    def _ensure_blocks(self, block_starts: Iterable[tuple[int, ...]]) -> None:
+        """Return once every block in ``block_starts`` is available; raise the first failure."""
+        pending: list[tuple[tuple[int, ...], Future]] = []
+        for block_start in block_starts:
+            if self.getBlockStatus(block_start) != self.BLOCK_AVAILABLE:
+                pending.append((block_start, self._request_block(block_start, self._get_executor())))
+        first_error: BaseException | None = None
+        for block_start, future in pending:
+            while True:
+                try:
+                    future.result()
+                    break
+                except _Abandoned:
+                    # The fileset that was downloading it closed; fetch it ourselves.
+                    self._check_open()
+                    future = self._request_block(block_start, self._get_executor())
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, after every wait ends
+                    if first_error is None:
+                        first_error = exc
+                    break
+        if first_error is not None:
+            raise first_error
+
+    def _request_block(self, block_start: tuple[int, ...], executor: ThreadPoolExecutor) -> Future:
+        key = self._paths(block_start).file_path
+        future, owner = IN_FLIGHT.claim(key)
+        if owner:
+            try:
+                executor.submit(self._download_task, block_start, key, executor, False)
+            except BaseException as exc:  # executor shut down under us
+                IN_FLIGHT.finish(key, exc=_Abandoned(str(exc)))
+        return future
+
+    def _download_task(
+        self, block_start: tuple[int, ...], key: str, executor: ThreadPoolExecutor, wait_for_lock: bool
+    ) -> None:
+        try:
+            outcome = self._fetch_block(block_start, wait_for_lock)
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiter through the future
+            IN_FLIGHT.finish(key, exc=exc)
+            return
+        if outcome == "busy":
+            # Another process is downloading it: let blocks nobody else is fetching go first.
+            try:
+                executor.submit(self._download_task, block_start, key, executor, True)
+            except RuntimeError as exc:  # executor shut down
+                IN_FLIGHT.finish(key, exc=_Abandoned(str(exc)))
+            return
+        IN_FLIGHT.finish(key, result=outcome)
+
+    def _fetch_block(self, block_start: tuple[int, ...], wait_for_lock: bool) -> str:
+        """Make one block available. Returns ``"downloaded"``, ``"present"`` or ``"busy"``."""
+        if self._closing:
+            raise _Abandoned("the fileset was closed")
+        if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
+            return "present"
+        lock = self._block_lock(block_start)
+        if wait_for_lock:
+            lock.acquire(timeout=self.lock_timeout)
+        elif not lock.acquire(blocking=False):
+            return "busy"
+        try:
+            if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
+                return "present"
+            disk_start, disk_stop = self._disk_block_roi(block_start)
+            logger.debug(
+                "downloading block %s (disk %s)", block_start, geometry.roi_string(disk_start, disk_stop)
+            )
+            data = self._remoteVolume.fetch((disk_start, disk_stop))
+            self._publish_block(block_start, data)
+        finally:
+            lock.release()
+        with self._counter_mutex:
+            self.blocks_downloaded += 1
+        return "downloaded"
+
+    def _get_executor(self) -> ThreadPoolExecutor:
+        self._check_open()
+        with self._executor_mutex:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.max_parallel, thread_name_prefix="rbfs-download")
+            return self._executor
+
+    # ------------------------------------------------------------------ prefetching
+
+    def downloadAllBlocks(
+        self,
+        max_parallel: int | None = None,
+        skip_preparation: bool = False,
+        *,
+        roi: Any = None,
+        progress: bool | Callable[[int, int], Any] | None = None,
+        raise_on_failure: bool = True,
+    ) -> PrefetchReport:
+        """Download every missing block of the view, or of ``roi``, and report what happened.
+
+        Streams over the blocks (memory does not grow with their number), skips cached ones, keeps going
+        past failures and raises :class:`~lazyflow_rbfs.errors.PrefetchError` at the end if any failed.
+        Safe to run from several processes or machines on one cache at once: each block is fetched once.
+
+        Parameters
+        ----------
+        max_parallel
+            Downloads in flight at once for this call (default: the fileset's ``max_parallel``).
+        skip_preparation
+            Accepted for upstream compatibility; block directories are created on demand.
+        roi
+            ``(start, stop)`` in view coordinates; default the whole view.
+        progress
+            ``True`` shows a tqdm bar on stderr, a callable gets ``(done, total)`` after each block;
+            default the fileset's ``progress`` option.
+        raise_on_failure
+            ``False`` returns the report even when blocks failed.
+
+        Returns
+        -------
+        PrefetchReport
+        """
+        del skip_preparation  # directories are made when a block is locked
+        self._check_open()
+        view_shape = self.description.view_shape
+        if roi is None:
+            start, stop = np.zeros_like(view_shape), np.asarray(view_shape)
+        else:
+            start, stop = geometry.check_roi(roi, view_shape)
+        block_shape = self.description.block_shape
+        return self.downloadBlocks(
+            geometry.iter_block_starts(start, stop, block_shape),
+            max_parallel,
+            total=geometry.count_blocks(start, stop, block_shape),
+            progress=progress,
+            raise_on_failure=raise_on_failure,
+        )
+
+    def downloadBlocks(
+        self,
+        block_starts: Iterable[Any],
+        max_parallel: int | None = None,
+        *,
+        total: int | None = None,
+        progress: bool | Callable[[int, int], Any] | None = None,
+        raise_on_failure: bool = True,
+    ) -> PrefetchReport:
+        """Download the given blocks (view block starts) unless cached: the engine of downloadAllBlocks.
+
+        ``block_starts`` may be any iterable, consumed lazily; ``total`` (for the report and progress)
+        defaults to its ``len()`` when it has one. Used by distributed prefetching to run one batch of
+        blocks on a worker.
+        """
+        self._check_open()
+        max_parallel = self.max_parallel if max_parallel is None else max_parallel
+        if not isinstance(max_parallel, int) or max_parallel < 1:
+            raise ValueError(f"max_parallel must be a positive integer, got {max_parallel!r}")
+        if total is None:
+            total = len(block_starts) if hasattr(block_starts, "__len__") else 0
+        report = PrefetchReport(total=total)
+        progress = self.progress if progress is None else progress
+        bar, tick = _progress_reporter(progress, report.total)
+        t0 = time.monotonic()
+        mutex = threading.Lock()
+        window = threading.Semaphore(max_parallel * 4)
+
+        def record(block_start: tuple[int, ...], owner: bool, future: Future) -> None:
+            try:
+                exc = future.exception()
+                if isinstance(exc, _Abandoned):
+                    exc = ClosedError("the fileset was closed during the download")
+                with mutex:
+                    if exc is not None:
+                        report.failed.append(block_start)
+                        if len(report.errors) < MAX_ERROR_DETAILS:
+                            report.errors[block_start] = f"{type(exc).__name__}: {exc}"
+                    elif owner and future.result() == "downloaded":
+                        report.downloaded += 1
+                    else:
+                        report.skipped += 1
+                    done = report.done
+            finally:
+                window.release()
+            if exc is not None:
+                logger.warning("block %s failed: %s", list(block_start), exc)
+            tick(done)
+
+        executor = ThreadPoolExecutor(max_parallel, thread_name_prefix="rbfs-prefetch")
+        try:
+            for block_start in block_starts:
+                if self._closing:
+                    break
+                block_start = tuple(int(x) for x in block_start)
+                if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
+                    with mutex:
+                        report.skipped += 1
+                        done = report.done
+                    tick(done)
+                    continue
+                window.acquire()
+                key = self._paths(block_start).file_path
+                future, owner = IN_FLIGHT.claim(key)
+                if owner:
+                    executor.submit(self._download_task, block_start, key, executor, False)
+                future.add_done_callback(lambda f, b=block_start, o=owner: record(b, o, f))
+            # Wait for the tail: every submission holds a window slot until it is recorded.
+            for _ in range(max_parallel * 4):
+                window.acquire()
+        finally:
+            executor.shutdown(wait=True)
+            report.seconds = time.monotonic() - t0
+            report.total = max(report.total, report.done)
+            if bar is not None:
+                bar.close()
+        logger.info("prefetch finished: %s", report.summary())
+        if report.failed and raise_on_failure:
+            raise PrefetchError(f"prefetch incomplete: {report.summary()}", report=report)
+        return report
+
+    # ------------------------------------------------------------------ life cycle
+
+    def purgeAllLocks(self) -> int:
+        """Remove stale upstream lock files and stray temporary files; returns how many were removed."""
+        return super().purgeAllLocks()
+
+    def close(self) -> None:
+        """Stop downloading (queued blocks are dropped, running ones finish) and close every file."""
+        self._closing = True
+        with self._executor_mutex:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        self._remoteVolume.close()
+        super().close()
+
+    def reopen(self, mode: str = "r") -> None:
+        if mode != "r":
+            raise ReadOnlyError(
+                f"a RESTfulBlockwiseFileset is read-only: reopen it with mode 'r', not {mode!r}"
+            )
+        super().reopen(mode)
+        self._closing = False
+
+
+def _reopen(cls: type, path: str, options: dict) -> RESTfulBlockwiseFileset:
+    return cls(path, **options)
+
+
+def _progress_reporter(progress: Any, total: int):
+    """Return ``(bar or None, tick(done))`` for ``progress`` (bool or callable)."""
+    if callable(progress):
+        return None, lambda done: progress(done, total)
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="block", dynamic_ncols=True, smoothing=0.05)
+        state = {"shown": 0}
+        mutex = threading.Lock()
+
+        def tick(done: int) -> None:
+            with mutex:
+                if done > state["shown"]:
+                    bar.update(done - state["shown"])
+                    state["shown"] = done
+
+        return bar, tick
+    return None, lambda done: None

@@ -1,0 +1,368 @@
+"""RESTfulBlockwiseFileset against a real cutout server on 127.0.0.1: correctness, concurrency, faults."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from lazyflow_rbfs import BlockwiseFilesetFactory, RESTfulBlockwiseFileset, geometry
+from lazyflow_rbfs.errors import (
+    ClosedError,
+    DownloadError,
+    InvalidResponseError,
+    LockTimeoutError,
+    OutOfBoundsError,
+    PrefetchError,
+    ReadOnlyError,
+    RemoteTimeoutError,
+)
+from lazyflow_rbfs.locks import BlockLock
+from lazyflow_rbfs.server import CutoutServer, sample_volume
+
+BLOCK = (8, 32, 32)
+SHAPE = (24, 96, 80)  # 3 x 3 x 3 blocks, the last x block is 16 wide
+
+
+@pytest.fixture
+def volume():
+    return sample_volume(SHAPE, seed=3)
+
+
+@pytest.fixture
+def server(volume):
+    with CutoutServer(volume) as srv:
+        yield srv
+
+
+@pytest.fixture
+def desc(server, tmp_path):
+    return Path(server.write_description(tmp_path / "volume.json", block_shape=BLOCK, cache_dir="cache"))
+
+
+def status_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("STATUS.txt"))
+
+
+def n_blocks(start, stop, block=BLOCK):
+    return int(np.prod([(-(-e // b)) - (s // b) for s, e, b in zip(start, stop, block)]))
+
+
+def test_reads_equal_the_source_and_download_each_block_once(desc, server, volume):
+    rng = np.random.default_rng(0)
+    with RESTfulBlockwiseFileset(str(desc), max_parallel=4) as vol:
+        assert tuple(vol.shape) == SHAPE and np.dtype(vol.dtype) == volume.dtype and vol.axes == "zyx"
+        for _ in range(30):
+            start = [int(rng.integers(0, s)) for s in SHAPE]
+            stop = [int(rng.integers(a + 1, s + 1)) for a, s in zip(start, SHAPE)]
+            got = vol.readData((start, stop))
+            np.testing.assert_array_equal(got, volume[tuple(slice(a, b) for a, b in zip(start, stop))])
+        np.testing.assert_array_equal(vol[...], volume)
+        np.testing.assert_array_equal(vol[3, 10:50, -5:], volume[3, 10:50, -5:])
+    assert server.requests == n_blocks((0, 0, 0), SHAPE)
+    assert len(status_files(desc.parent / "cache")) == n_blocks((0, 0, 0), SHAPE)
+
+
+def test_out_array_is_filled_in_place(desc, volume):
+    out = np.zeros((8, 40, 40), dtype=volume.dtype)
+    with RESTfulBlockwiseFileset(str(desc)) as vol:
+        assert vol.readData(((4, 30, 30), (12, 70, 70)), out) is out
+    np.testing.assert_array_equal(out, volume[4:12, 30:70, 30:70])
+
+
+@pytest.mark.parametrize("roi", [((0, 0, 0), (25, 10, 10)), ((-1, 0, 0), (2, 2, 2)), ((5, 5, 5), (5, 6, 6))])
+def test_bad_roi_raises_before_any_request(desc, server, roi):
+    with RESTfulBlockwiseFileset(str(desc)) as vol, pytest.raises(OutOfBoundsError):
+        vol.readData(roi)
+    assert server.requests == 0
+
+
+def test_eight_threads_download_each_block_exactly_once(desc, server, volume):
+    barrier = threading.Barrier(8)
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def reader(i):
+        try:
+            barrier.wait(30)
+            start = (0, (i % 3) * 16, (i % 2) * 16)
+            results[i] = vol.readData((start, (SHAPE[0], start[1] + 64, start[2] + 64)))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    with RESTfulBlockwiseFileset(str(desc), max_parallel=3) as vol:
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert not errors
+    for i, got in results.items():
+        y, x = (i % 3) * 16, (i % 2) * 16
+        np.testing.assert_array_equal(got, volume[:, y : y + 64, x : x + 64])
+    distinct = set(server.request_log_paths())
+    assert server.requests == len(distinct) == n_blocks((0, 0, 0), (SHAPE[0], 96, 80))
+    assert server.max_in_flight <= 3
+
+
+def _read_in_subprocess(desc, start, stop, out_path):
+    with RESTfulBlockwiseFileset(desc, max_parallel=2) as vol:
+        np.save(out_path, vol.readData((start, stop)))
+
+
+def test_three_processes_download_each_block_exactly_once(desc, server, volume, tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    rois = [((0, 0, 0), (24, 64, 64)), ((0, 32, 16), (24, 96, 80)), ((8, 0, 0), (24, 96, 80))]
+    procs = []
+    for i, (start, stop) in enumerate(rois):
+        p = ctx.Process(target=_read_in_subprocess, args=(str(desc), start, stop, str(tmp_path / f"{i}.npy")))
+        procs.append(p)
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    for i, (start, stop) in enumerate(rois):
+        got = np.load(tmp_path / f"{i}.npy")
+        np.testing.assert_array_equal(got, volume[tuple(slice(a, b) for a, b in zip(start, stop))])
+    union = set()
+    for start, stop in rois:
+        union |= set(geometry.iter_block_starts(np.array(start), np.array(stop), np.array(BLOCK)))
+    assert server.requests == len(union) == 26
+
+
+def test_second_reader_waits_on_the_in_flight_download(desc, server, volume):
+    server.pause()
+    with RESTfulBlockwiseFileset(str(desc)) as vol:
+        first = {}
+        second = {}
+        t1 = threading.Thread(target=lambda: first.setdefault("a", vol.readData(((0, 0, 0), (8, 32, 32)))))
+        t1.start()
+        assert server.wait_for_requests(1, timeout=30)
+        t2 = threading.Thread(target=lambda: second.setdefault("a", vol.readData(((2, 2, 2), (6, 30, 30)))))
+        t2.start()
+        t2.join(0.3)
+        assert t2.is_alive(), "the second reader must wait for the block in flight, not fail or read zeros"
+        server.resume()
+        t1.join(30)
+        t2.join(30)
+    np.testing.assert_array_equal(first["a"], volume[0:8, 0:32, 0:32])
+    np.testing.assert_array_equal(second["a"], volume[2:6, 2:30, 2:30])
+    assert server.requests == 1
+
+
+def test_max_parallel_bounds_requests_in_flight(server, tmp_path, volume):
+    server.latency = 0.02
+    desc = Path(server.write_description(tmp_path / "v.json", block_shape=(4, 16, 16), cache_dir="c"))
+    with RESTfulBlockwiseFileset(str(desc), max_parallel=3) as vol:
+        np.testing.assert_array_equal(vol[...], volume)
+    assert server.requests == 6 * 6 * 5
+    assert 1 < server.max_in_flight <= 3
+
+
+def test_transient_errors_are_retried(desc, server, volume):
+    server.faults.fail_next(2, status=503)
+    with RESTfulBlockwiseFileset(str(desc), retries=3) as vol:
+        np.testing.assert_array_equal(vol[0:8, 0:32, 0:32], volume[0:8, 0:32, 0:32])
+    assert server.requests == 3
+
+
+def test_permanent_error_raises_download_error_and_caches_nothing(desc, server, volume):
+    server.faults.fail_next(100, status=500)
+    with RESTfulBlockwiseFileset(str(desc), retries=1) as vol:
+        with pytest.raises(DownloadError) as info:
+            vol.readData(((0, 0, 0), (8, 32, 32)))
+        assert info.value.status == 500
+        assert info.value.url.startswith(server.url)
+        assert server.requests == 2
+        assert status_files(desc.parent / "cache") == []
+        server.faults.clear()
+        np.testing.assert_array_equal(vol[0:8, 0:32, 0:32], volume[0:8, 0:32, 0:32])
+
+
+def test_stalled_server_raises_remote_timeout(desc, server):
+    server.faults.stall(30)
+    try:
+        with RESTfulBlockwiseFileset(str(desc), timeout=(2, 0.3), retries=0) as vol:
+            with pytest.raises(RemoteTimeoutError) as info:
+                vol.readData(((0, 0, 0), (1, 1, 1)))
+            assert info.value.url
+    finally:
+        server.faults.clear()
+        server.resume()
+
+
+@pytest.mark.parametrize("fault", ["html", "truncate", "wrong_shape", "wrong_dtype"])
+def test_invalid_responses_cache_nothing_and_recovery_works(desc, server, volume, fault):
+    getattr(server.faults, fault)(True)
+    with RESTfulBlockwiseFileset(str(desc), retries=0) as vol:
+        with pytest.raises(InvalidResponseError if fault != "truncate" else DownloadError):
+            vol.readData(((0, 0, 0), (8, 32, 32)))
+        cache = desc.parent / "cache"
+        assert status_files(cache) == []
+        assert [p for p in cache.rglob("*.h5")] == []
+        server.faults.clear()
+        np.testing.assert_array_equal(vol[0:8, 0:32, 0:32], volume[0:8, 0:32, 0:32])
+
+
+KILLED_READER = """
+import sys
+from lazyflow_rbfs import RESTfulBlockwiseFileset
+vol = RESTfulBlockwiseFileset(sys.argv[1])
+vol.readData(((0, 0, 0), (8, 32, 32)))
+"""
+
+
+def test_process_killed_mid_download_leaves_nothing_trusted_and_blocks_no_one(desc, server, volume):
+    server.pause()
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_READER, str(desc)])
+    try:
+        assert server.wait_for_requests(1, timeout=60)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        proc.kill()
+        server.resume()
+    assert status_files(desc.parent / "cache") == []
+    with RESTfulBlockwiseFileset(str(desc), lock_timeout=30) as vol:
+        np.testing.assert_array_equal(vol[0:8, 0:32, 0:32], volume[0:8, 0:32, 0:32])
+    assert len(status_files(desc.parent / "cache")) == 1
+
+
+def test_lock_timeout_when_another_process_holds_the_block(desc, server, tmp_path):
+    with RESTfulBlockwiseFileset(str(desc)) as probe:
+        lock_path = probe._paths((0, 0, 0)).lock_path
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from lazyflow_rbfs.locks import BlockLock; l = BlockLock(sys.argv[1]); l.acquire();"
+            " print('held', flush=True); sys.stdin.readline()",
+            lock_path,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with RESTfulBlockwiseFileset(str(desc), lock_timeout=0.5) as vol:
+            assert vol.isBlockLocked((0, 0, 0))
+            with pytest.raises(LockTimeoutError):
+                vol.readData(((0, 0, 0), (1, 1, 1)))
+        assert server.requests == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not BlockLock(lock_path).locked_elsewhere()
+
+
+def test_edge_blocks_hold_disk_clipped_bounds_and_views_share_one_cache(server, volume, tmp_path):
+    # The view ends inside its last blocks; their files still hold the blocks clipped to the disk shape.
+    narrow = server.write_description(
+        tmp_path / "narrow.json",
+        block_shape=BLOCK,
+        cache_dir="shared",
+        view_origin=(8, 32, 32),
+        view_shape=(10, 40, 48),
+    )
+    wide = server.write_description(tmp_path / "wide.json", block_shape=BLOCK, cache_dir="shared")
+    with RESTfulBlockwiseFileset(str(narrow)) as vol:
+        np.testing.assert_array_equal(vol[...], volume[8:18, 32:72, 32:80])
+        corner = vol.getDatasetPathComponents((8, 32, 32))  # view block; disk block (16, 64, 64)
+        assert corner.externalPath.endswith(
+            "z_00000016/y_00000064/x_00000064/block-([16, 64, 64], [24, 96, 80]).h5"
+        )
+        with h5py.File(corner.externalPath, "r") as f:
+            assert f[corner.internalPath].shape == (8, 32, 16)
+            np.testing.assert_array_equal(f[corner.internalPath][...], volume[16:24, 64:96, 64:80])
+    requests_after_narrow = server.requests
+    assert requests_after_narrow == 8
+    with RESTfulBlockwiseFileset(str(wide)) as vol:
+        np.testing.assert_array_equal(vol[8:24, 32:96, 32:80], volume[8:24, 32:96, 32:80])
+        assert server.requests == requests_after_narrow  # all cached by the narrow view
+        np.testing.assert_array_equal(vol[...], volume)
+    assert server.requests == 27
+
+
+def test_download_all_blocks_reports_skips_and_progress(desc, server, volume):
+    seen = []
+    with RESTfulBlockwiseFileset(str(desc)) as vol:
+        vol.readData(((0, 0, 0), (8, 32, 32)))
+        report = vol.downloadAllBlocks(4, progress=lambda done, total: seen.append((done, total)))
+        assert (report.total, report.downloaded, report.skipped, report.failed) == (27, 26, 1, [])
+        assert seen[-1] == (27, 27) and len(seen) == 27
+        again = vol.downloadAllBlocks(4)
+        assert (again.downloaded, again.skipped) == (0, 27)
+        np.testing.assert_array_equal(vol[...], volume)
+    assert server.requests == 27
+
+
+def test_download_all_blocks_continues_past_failures(desc, server):
+    server.faults.fail_matching("/8,16/", status=404)  # every block whose z range is 8..16
+    with RESTfulBlockwiseFileset(str(desc), retries=0) as vol:
+        with pytest.raises(PrefetchError) as info:
+            vol.downloadAllBlocks(4, roi=((0, 0, 0), (24, 64, 64)))
+        report = info.value.report
+        assert report.downloaded == 8 and len(report.failed) == 4
+        assert all(b[0] == 8 for b in report.failed)
+        assert len(status_files(desc.parent / "cache")) == 8
+
+
+def test_factory_and_read_only(desc):
+    fs = BlockwiseFilesetFactory.create(str(desc), "r")
+    try:
+        assert isinstance(fs, RESTfulBlockwiseFileset)
+    finally:
+        fs.close()
+    with pytest.raises(ReadOnlyError):
+        RESTfulBlockwiseFileset(str(desc), mode="a")
+
+
+def test_closed_fileset_refuses_io(desc):
+    vol = RESTfulBlockwiseFileset(str(desc))
+    vol.close()
+    vol.close()
+    with pytest.raises(ClosedError):
+        vol.readData(((0, 0, 0), (1, 1, 1)))
+    with pytest.raises(ClosedError):
+        vol.downloadAllBlocks(2)
+
+
+def test_no_lock_or_temp_files_remain(desc):
+    with RESTfulBlockwiseFileset(str(desc)) as vol:
+        vol.downloadAllBlocks(4)
+    leftovers = [p for p in (desc.parent / "cache").rglob("*") if p.is_file() and p.name != "STATUS.txt"]
+    assert all(p.suffix == ".h5" for p in leftovers), leftovers
+    assert not any(p.name.endswith(".lock") for p in leftovers)
+    assert os.path.exists(desc)
+
+
+def test_download_blocks_takes_an_explicit_batch(desc, server, volume):
+    with RESTfulBlockwiseFileset(str(desc)) as vol:
+        batch = [(0, 0, 0), (8, 32, 64), (16, 64, 32)]
+        report = vol.downloadBlocks(iter(batch), 2, total=3)
+        assert (report.total, report.downloaded, report.skipped) == (3, 3, 0)
+        assert [vol.getBlockStatus(b) for b in batch] == [1, 1, 1]
+        assert vol.getBlockStatus((8, 0, 0)) == 0
+    assert server.requests == 3
+
+
+def test_fileset_pickles_as_a_reopen(desc, volume):
+    import pickle
+
+    with RESTfulBlockwiseFileset(str(desc), max_parallel=3, retries=1) as vol:
+        clone = pickle.loads(pickle.dumps(vol))
+    try:
+        assert clone.max_parallel == 3 and clone is not vol
+        np.testing.assert_array_equal(clone[0:8, 0:10, 0:10], volume[0:8, 0:10, 0:10])
+    finally:
+        clone.close()
