@@ -470,6 +470,19 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             raise PrefetchError(f"prefetch incomplete: {report.summary()}", report=report)
         return report
 
+    # ------------------------------------------------------------------ exports
+
+    def exportSubset(self, roi: Any, exportDirectory: str, use_view_coordinates: bool = True) -> str:
+        """Download the blocks of a block-aligned ``roi`` if needed, then copy them into a new local fileset.
+
+        The result is a plain ``blockwise-fileset-description`` with its blocks, readable without the
+        remote and after this cache is deleted. Returns the new description's path.
+        """
+        self._check_open()
+        start, stop = self._subset_view_roi(roi, use_view_coordinates)
+        self._ensure_blocks(geometry.iter_block_starts(start, stop, self.description.block_shape))
+        return super().exportSubset(roi, exportDirectory, use_view_coordinates)
+
     # ------------------------------------------------------------------ life cycle
 
     def purgeAllLocks(self) -> int:

@@ -1189,18 +1189,8 @@ class BlockwiseFileset:
             raise
         return target.totalPath()
 
-    def exportSubset(
-        self, roi: Roi, exportDirectory: str | os.PathLike, use_view_coordinates: bool = True
-    ) -> str:
-        """Copy the available blocks of a block-aligned ``roi`` into a new, self-contained fileset.
-
-        The roi must start on a block boundary and stop on a block boundary or the edge of the view or
-        of the dataset. Only block files and ``STATUS.txt`` are copied (never lock or temp files); the
-        new description (a plain local description, ``view_shape`` ending at the roi's stop, no
-        ``hash_id``) is written last. An existing export in the same directory is extended. On failure
-        everything this call created is removed. Returns the new description's path.
-        """
-        self._check_open()
+    def _subset_view_roi(self, roi: Roi, use_view_coordinates: bool) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """The view roi of an :meth:`exportSubset` request, checked to lie on block boundaries."""
         view_start, view_stop = self._export_view_roi(roi, use_view_coordinates)
         bs = numpy.asarray(self._block_shape_t, dtype=numpy.int64)
         origin = numpy.asarray(self._view_origin, dtype=numpy.int64)
@@ -1219,10 +1209,24 @@ class BlockwiseFileset:
                 f"{tuple(int(x) for x in abs_stop)} "
                 f"(block shape {self.block_shape}, shape {self._disk_shape})"
             )
+        return view_start, view_stop
 
+    def exportSubset(
+        self, roi: Roi, exportDirectory: str | os.PathLike, use_view_coordinates: bool = True
+    ) -> str:
+        """Copy the available blocks of a block-aligned ``roi`` into a new, self-contained fileset.
+
+        The roi must start on a block boundary and stop on a block boundary or the edge of the view or
+        of the dataset. Only block files and ``STATUS.txt`` are copied (never lock or temp files); the
+        new description (a plain local description, ``view_shape`` ending at the roi's stop, no
+        ``hash_id``) is written last. An existing export in the same directory is extended. On failure
+        everything this call created is removed. Returns the new description's path.
+        """
+        self._check_open()
+        view_start, view_stop = self._subset_view_roi(roi, use_view_coordinates)
         export_dir = os.path.abspath(os.fspath(exportDirectory))
         dest_desc_path = os.path.join(export_dir, os.path.basename(self._descriptionFilePath))
-        dest_desc = self._export_description(dest_desc_path, abs_stop - origin)
+        dest_desc = self._export_description(dest_desc_path, view_stop)
         dest_root = os.path.normpath(os.path.join(export_dir, str(dest_desc.dataset_root_dir)))
 
         created_files: list[str] = []

@@ -366,3 +366,19 @@ def test_fileset_pickles_as_a_reopen(desc, volume):
         np.testing.assert_array_equal(clone[0:8, 0:10, 0:10], volume[0:8, 0:10, 0:10])
     finally:
         clone.close()
+
+
+def test_export_subset_downloads_what_it_needs_and_stands_alone(desc, server, volume, tmp_path):
+    from lazyflow_rbfs import BlockwiseFileset
+
+    with RESTfulBlockwiseFileset(str(desc)) as vol:
+        with pytest.raises(OutOfBoundsError):
+            vol.exportSubset(((0, 0, 5), (8, 32, 32)), str(tmp_path / "bad"))
+        assert server.requests == 0
+        exported = vol.exportSubset(((8, 32, 32), (24, 96, 80)), str(tmp_path / "export"))
+    assert server.requests == 2 * 2 * 2
+    import shutil
+
+    shutil.rmtree(desc.parent / "cache")
+    with BlockwiseFileset(exported) as local:
+        np.testing.assert_array_equal(local.readData(((8, 32, 32), (24, 96, 80))), volume[8:24, 32:96, 32:80])
