@@ -1,0 +1,3 @@
+from lazyflow.request.request import Request, RequestPool
+
+__all__ = ["Request", "RequestPool"]

@@ -1,0 +1,221 @@
+"""The OpInputDataReader hook and ``rbfs ilastik``, against the double's model of ilastik's reader chain.
+
+Tests that depend on the details of the chain (which reader opens which file, the ``quilted`` NameError)
+or on the double's headless entry point run only against ``tests/lazyflow_double``; the rest also run
+against a real lazyflow when it is importable (``RBFS_LAZYFLOW=real|double|auto``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from lazyflow_rbfs import errors
+from tests.servers import SAMPLE_BLOCK, SAMPLE_SHAPE
+
+pytest_plugins = ("tests.lazyflow_double.fixtures",)
+
+
+@pytest.fixture
+def env(lazyflow_env):
+    lazyflow_env.hook.uninstall()
+    yield lazyflow_env
+    lazyflow_env.hook.uninstall()
+
+
+@pytest.fixture
+def double(env):
+    if env.kind != "double":
+        pytest.skip("models the reader chain of tests/lazyflow_double")
+    return env
+
+
+@pytest.fixture
+def make_reader(env):
+    readers = []
+
+    def make():
+        reader = env.input_reader_module.OpInputDataReader(graph=env.Graph())
+        readers.append(reader)
+        return reader
+
+    yield make
+    for reader in readers:
+        reader.cleanUp()
+
+
+def _write_json(path: Path, obj) -> str:
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+@pytest.fixture
+def files(composite_description_path, tmp_path, sample_array):
+    """One file of every kind the chain distinguishes."""
+    composite = json.loads(composite_description_path.read_text())
+    h5 = tmp_path / "volume.h5"
+    with h5py.File(h5, "w") as f:
+        f.create_dataset("data", data=sample_array, chunks=(4, 8, 8))
+    return {
+        "composite": str(composite_description_path),
+        "local": _write_json(tmp_path / "local.json", composite["local_description"]),
+        "remote": _write_json(tmp_path / "remote.json", composite["remote_description"]),
+        "future": _write_json(tmp_path / "future.json", dict(composite, _schema_version=2.0)),
+        "tiled": _write_json(
+            tmp_path / "tiled.json",
+            {
+                "_schema_name": "tiled-volume-description",
+                "_schema_version": 1.0,
+                "shape": [5, 6, 7],
+                "dtype": "uint8",
+            },
+        ),
+        "other": _write_json(tmp_path / "other.json", {"hello": "world"}),
+        "h5": f"{h5}/data",
+    }
+
+
+def _internal_type(reader) -> str:
+    return type(reader.internalOperators[0]).__name__
+
+
+# --------------------------------------------------------------------------------------------------- the hook
+
+
+def test_hook_opens_composite_descriptions_with_our_operator(env, make_reader, files, sample_array):
+    env.hook.install()
+    reader = make_reader()
+    reader.FilePath.setValue(files["composite"])
+    inner = reader.internalOperators[0]
+    assert isinstance(inner, env.operators.OpRESTfulBlockwiseFilesetReader)
+    assert tuple(reader.Output.meta.shape) == SAMPLE_SHAPE
+    np.testing.assert_array_equal(reader.Output[...].wait(), sample_array)
+    np.testing.assert_array_equal(reader.Output[3:9, 1:30, 7:8].wait(), sample_array[3:9, 1:30, 7:8])
+    reader.cleanUp()
+    assert inner.fileset is None, "cleaning up the reader must close our fileset"
+
+
+def test_without_the_hook_composite_descriptions_hit_the_quilted_name_error(double, make_reader, files):
+    assert not double.input_reader_module._supports_h5blockreader
+    reader = make_reader()
+    with pytest.raises(NameError, match="OpH5BlockStoreReader"):
+        reader.FilePath.setValue(files["composite"])
+
+
+def test_other_json_goes_through_the_rest_of_the_chain(double, make_reader, files):
+    double.hook.install()
+    reader = make_reader()
+    # a file of another reader's schema is still opened by that reader
+    reader.FilePath.setValue(files["tiled"])
+    assert _internal_type(reader) == "OpCachedTiledVolumeReader"
+    # a local blockwise description gets past the H5BlockStore attempt to lazyflow's blockwise reader
+    reader.FilePath.setValue(files["local"])
+    assert _internal_type(reader) == "OpBlockwiseFilesetReader"
+    assert tuple(reader.Output.meta.shape) == SAMPLE_SHAPE
+    # JSON of no known schema behaves exactly as before the hook
+    with pytest.raises(NameError, match="OpH5BlockStoreReader"):
+        make_reader().FilePath.setValue(files["other"])
+
+
+@pytest.mark.parametrize("kind", ["remote", "future"])
+def test_our_schemas_nobody_opens_end_as_unrecognized_not_name_error(double, make_reader, files, kind):
+    double.hook.install()
+    with pytest.raises(RuntimeError, match="unrecognized format"):
+        make_reader().FilePath.setValue(files[kind])
+
+
+def test_non_json_inputs_are_untouched(env, make_reader, files, sample_array):
+    def open_h5():
+        reader = make_reader()
+        reader.FilePath.setValue(files["h5"])
+        return reader
+
+    before = open_h5()
+    env.hook.install()
+    after = open_h5()
+    assert _internal_type(before) == _internal_type(after)
+    assert dict(before.Output.meta).keys() == dict(after.Output.meta).keys()
+    np.testing.assert_array_equal(after.Output[...].wait(), sample_array)
+
+
+def test_broken_composite_is_reported_as_a_dataset_read_error(env, make_reader, files):
+    path = Path(files["composite"])
+    obj = json.loads(path.read_text())
+    obj["local_description"]["block_shape"] = [8, 0, 16]
+    path.write_text(json.dumps(obj))
+    env.hook.install()
+    reader = make_reader()
+    with pytest.raises(
+        env.input_reader_module.OpInputDataReader.DatasetReadError, match="block_shape"
+    ) as info:
+        reader.FilePath.setValue(files["composite"])
+    assert isinstance(info.value.__cause__, errors.DescriptionError)
+
+
+def test_install_is_idempotent_and_uninstall_restores(env, make_reader, files):
+    cls = env.input_reader_module.OpInputDataReader
+    before = {name: cls.__dict__.get(name) for name in env.hook.JSON_ATTEMPTS}
+    assert not env.hook.installed()
+    env.hook.install()
+    env.hook.install(max_parallel=2)
+    assert env.hook.installed()
+    for name, original in before.items():
+        if original is not None:
+            assert cls.__dict__[name].__lazyflow_rbfs_original__ is original  # wrapped once, not twice
+    reader = make_reader()
+    reader.FilePath.setValue(files["composite"])
+    assert reader.internalOperators[0].fileset.max_parallel == 2
+
+    env.hook.uninstall()
+    env.hook.uninstall()
+    assert not env.hook.installed()
+    assert {name: cls.__dict__.get(name) for name in env.hook.JSON_ATTEMPTS} == before
+    if env.kind == "double":
+        with pytest.raises(NameError):
+            make_reader().FilePath.setValue(files["composite"])
+
+
+# ----------------------------------------------------------------------------------------------- rbfs ilastik
+
+
+def test_headless_batch_on_a_description_equals_one_on_hdf5(double, files, tmp_path, sample_array):
+    out_rbfs, out_h5 = tmp_path / "from_rbfs.h5", tmp_path / "from_h5.h5"
+    args = ["--headless", "--project=pc.ilp"]
+    assert (
+        double.hook.main(
+            ["--", *args, f"--raw_data={files['composite']}", f"--output_filename_format={out_rbfs}"]
+        )
+        == 0
+    )
+    assert double.hook.main([*args, f"--raw_data={files['h5']}", f"--output_filename_format={out_h5}"]) == 0
+    with h5py.File(out_rbfs, "r") as a, h5py.File(out_h5, "r") as b:
+        np.testing.assert_array_equal(a["exported_data"][...], b["exported_data"][...])
+        np.testing.assert_array_equal(a["exported_data"][...], sample_array)
+    assert not double.hook.installed(), "main() must remove the hook it installed"
+
+
+def test_main_returns_ilastiks_exit_status(double, capsys):
+    assert double.hook.main(["--no-such-option"]) == 2
+    assert double.hook.main([]) == 2  # the double has no GUI: it exits with 2
+    assert "GUI" in capsys.readouterr().err
+
+
+def test_main_without_ilastik_says_so_in_one_line(env, monkeypatch, capsys):
+    for name in ("ilastik", "ilastik.__main__", "ilastik_main"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert env.hook.main(["--headless"]) == env.hook.EXIT_UNAVAILABLE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ilastik is not importable" in err
+    assert not env.hook.installed()
+
+
+def test_hook_respects_block_shape_metadata(env, make_reader, files):
+    env.hook.install()
+    reader = make_reader()
+    reader.FilePath.setValue(files["composite"])
+    assert tuple(reader.Output.meta.ideal_blockshape) == SAMPLE_BLOCK
