@@ -34,7 +34,7 @@ from lazyflow_rbfs.locks import IN_FLIGHT
 from lazyflow_rbfs.remote import RESTfulVolume
 from lazyflow_rbfs.store import BlockwiseFileset
 
-__all__ = ["RESTfulBlockwiseFileset", "PrefetchReport"]
+__all__ = ["RESTfulBlockwiseFileset", "PrefetchReport", "BlockList"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,51 @@ MAX_ERROR_DETAILS = 100
 
 class _Abandoned(Exception):
     """A queued download was dropped because its fileset closed; whoever waits on it claims it again."""
+
+
+class BlockList(list):
+    """A list of block starts that also compares with an int as its length.
+
+    ``report.failed`` lists the failed blocks, yet ``report.failed == 0`` and ``report.failed > 0``
+    read naturally as counts, like ``downloaded`` and ``skipped``.
+    """
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _cmp(self, other: Any, op: Callable[[Any, Any], bool]) -> Any:
+        if isinstance(other, int) and not isinstance(other, bool):
+            return op(len(self), other)
+        return NotImplemented
+
+    def __eq__(self, other: Any) -> bool:  # type: ignore[override]
+        result = self._cmp(other, lambda a, b: a == b)
+        return list.__eq__(self, other) if result is NotImplemented else result
+
+    def __ne__(self, other: Any) -> bool:  # type: ignore[override]
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    def __lt__(self, other: Any) -> bool:  # type: ignore[override]
+        result = self._cmp(other, lambda a, b: a < b)
+        return list.__lt__(self, other) if result is NotImplemented else result
+
+    def __le__(self, other: Any) -> bool:  # type: ignore[override]
+        result = self._cmp(other, lambda a, b: a <= b)
+        return list.__le__(self, other) if result is NotImplemented else result
+
+    def __gt__(self, other: Any) -> bool:  # type: ignore[override]
+        result = self._cmp(other, lambda a, b: a > b)
+        return list.__gt__(self, other) if result is NotImplemented else result
+
+    def __ge__(self, other: Any) -> bool:  # type: ignore[override]
+        result = self._cmp(other, lambda a, b: a >= b)
+        return list.__ge__(self, other) if result is NotImplemented else result
+
+    def __int__(self) -> int:
+        return len(self)
+
+    def __reduce__(self):
+        return (BlockList, (list(self),))
 
 
 @dataclass
@@ -60,7 +105,8 @@ class PrefetchReport:
     skipped
         Blocks that were already available.
     failed
-        Starts (view coordinates) of the blocks that could not be fetched.
+        Starts (view coordinates) of the blocks that could not be fetched, as a :class:`BlockList`
+        (compares with an int as its count: ``report.failed == 0``).
     errors
         ``block start → error message`` for the first :data:`MAX_ERROR_DETAILS` failures.
     seconds
@@ -70,7 +116,7 @@ class PrefetchReport:
     total: int = 0
     downloaded: int = 0
     skipped: int = 0
-    failed: list[tuple[int, ...]] = field(default_factory=list)
+    failed: BlockList = field(default_factory=BlockList)
     errors: dict[tuple[int, ...], str] = field(default_factory=dict)
     seconds: float = 0.0
 

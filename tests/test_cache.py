@@ -385,3 +385,17 @@ def test_export_subset_downloads_what_it_needs_and_stands_alone(desc, server, vo
     shutil.rmtree(desc.parent / "cache")
     with BlockwiseFileset(exported) as local:
         np.testing.assert_array_equal(local.readData(((8, 32, 32), (24, 96, 80))), volume[8:24, 32:96, 32:80])
+
+
+def test_report_failed_lists_blocks_and_compares_as_a_count():
+    import pickle
+
+    from lazyflow_rbfs.cache import BlockList, PrefetchReport
+
+    report = PrefetchReport(total=3, downloaded=1)
+    assert report.failed == 0 and not report.failed and report.failed == []
+    report.failed.append((0, 0, 8))
+    assert report.failed == 1 and report.failed > 0 and report.failed != 0 and int(report.failed) == 1
+    assert report.failed == [(0, 0, 8)] and report.failed != [(0, 0, 0)]
+    clone = pickle.loads(pickle.dumps(report))
+    assert isinstance(clone.failed, BlockList) and clone.failed == [(0, 0, 8)] and clone == report
