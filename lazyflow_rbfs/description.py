@@ -47,6 +47,8 @@ __all__ = [
     "REMOTE_SCHEMA_NAME",
     "COMPOSITE_SCHEMA_NAME",
     "REMOTE_FORMATS",
+    "REMOTE_FORMAT_FIELDS",
+    "DEFAULT_BOSS_URL",
     "SUPPORTED_DTYPES",
     "read_local",
     "read_remote",
@@ -181,7 +183,40 @@ REMOTE_FIELDS: dict[str, Any] = {
     "origin_offset": Vector,
     "url_format": str,
     "hdf5_dataset": str,
+    # format "boss" (BossDB cutout API); all optional, see REMOTE_FORMAT_FIELDS
+    "boss_url": str,
+    "collection": str,
+    "experiment": str,
+    "channel": str,
+    "resolution": int,
+    "boss_encoding": str,
+    "max_cutout_bytes": int,
+    "token_env": str,
+    "token_file": str,
+    # format "precomputed" (neuroglancer precomputed over HTTP)
+    "precomputed_url": str,
+    "scale": (str, int),
+    "fill_missing": bool,
 }
+
+#: The format-specific remote fields: they may be given only with their format.
+REMOTE_FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "boss": (
+        "boss_url",
+        "collection",
+        "experiment",
+        "channel",
+        "resolution",
+        "boss_encoding",
+        "max_cutout_bytes",
+        "token_env",
+        "token_file",
+    ),
+    "precomputed": ("precomputed_url", "scale", "fill_missing"),
+}
+
+#: The public BossDB API, the default ``boss_url``.
+DEFAULT_BOSS_URL = "https://api.bossdb.io"
 
 #: Schema of the composite description (``RESTfulBlockwiseFileset.DescriptionFields``).
 COMPOSITE_FIELDS: dict[str, Any] = {
@@ -774,10 +809,144 @@ def _validate_remote_hdf5(out: dict[str, Any], prefix: str) -> None:
     out["url_format"] = _check_url_format(out["url_format"], _join(prefix, "url_format"), out["axes"])
 
 
+def _validate_remote_npy(out: dict[str, Any], prefix: str) -> None:
+    # "npz"/"npygz": a zlib-compressed .npy body (openconnecto.me, BossDB); no dataset name inside.
+    out["hdf5_dataset"] = _parse_str(out["hdf5_dataset"], _join(prefix, "hdf5_dataset"))
+    out["url_format"] = _check_url_format(out["url_format"], _join(prefix, "url_format"), out["axes"])
+
+
+def _check_no_url_format(out: dict[str, Any], prefix: str, fmt: str, instead: str) -> None:
+    # A url_format/hdf5_dataset next to format "boss"/"precomputed" is a conflict of the format with
+    # those fields; it is reported on "format" (a description with url_format wants hdf5/npz/npygz).
+    for name in ("url_format", "hdf5_dataset"):
+        if out[name] is not None:
+            raise _error_text(
+                _join(prefix, "format"),
+                f"a format that uses {name} ('hdf5', 'npz' or 'npygz'), or no {name} (format {fmt!r} "
+                f"derives its URLs from {instead})",
+                f"format {fmt!r} together with {name} {_found(out[name])}",
+            )
+
+
+def _check_http_base(value: Any, field: str, what: str) -> str:
+    url = _parse_str(value, field)
+    if url is None:
+        raise _error(field, what, None)
+    lowered = url.lower()
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    host = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if (
+        not (lowered.startswith("http://") or lowered.startswith("https://"))
+        or not host
+        or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url)
+        or "?" in url
+        or "#" in url
+    ):
+        raise _error(field, f"{what}: an http:// or https:// URL with a host, no query, no whitespace", url)
+    return url.rstrip("/")
+
+
+_BOSS_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BOSS_ENCODINGS = ("blosc", "npygz")
+
+
+def _validate_remote_boss(out: dict[str, Any], prefix: str) -> None:
+    def f(name: str) -> str:
+        return _join(prefix, name)
+
+    _check_no_url_format(out, prefix, "boss", "boss_url, collection, experiment, channel and resolution")
+    if out["axes"] not in ("zyx", "tzyx"):
+        raise _error(f("axes"), "'zyx' or 'tzyx' for format 'boss' (BossDB cutouts are (t)ZYX)", out["axes"])
+    base = out["boss_url"]
+    out["boss_url"] = (
+        DEFAULT_BOSS_URL if base is None else _check_http_base(base, f("boss_url"), "the Boss API")
+    )
+    for name in ("collection", "experiment", "channel"):
+        value = _parse_str(out[name], f(name))
+        if value is None or _BOSS_NAME.fullmatch(value) is None:
+            raise _error(f(name), f"the Boss {name} name (letters, digits, '_', '-', '.')", value)
+        out[name] = value
+    resolution = _parse_int(out["resolution"], f("resolution"))
+    if resolution is None:
+        resolution = 0
+    if resolution < 0:
+        raise _error(f("resolution"), "a resolution level >= 0 (0 is the native resolution)", resolution)
+    out["resolution"] = resolution
+    encoding = _parse_str(out["boss_encoding"], f("boss_encoding"))
+    if encoding is None:
+        encoding = "blosc"
+    if encoding not in _BOSS_ENCODINGS:
+        raise _error(f("boss_encoding"), f"one of {list(_BOSS_ENCODINGS)}", encoding)
+    out["boss_encoding"] = encoding
+    limit = _parse_int(out["max_cutout_bytes"], f("max_cutout_bytes"))
+    if limit is not None and limit <= 0:
+        raise _error(f("max_cutout_bytes"), "a positive number of bytes", limit)
+    out["max_cutout_bytes"] = limit
+    env = _parse_str(out["token_env"], f("token_env"))
+    if env is not None and _ENV_NAME.fullmatch(env) is None:
+        raise _error(
+            f("token_env"), "the NAME of an environment variable holding the token (not the token)", env
+        )
+    out["token_env"] = env
+    token_file = _parse_str(out["token_file"], f("token_file"))
+    if token_file == "":
+        raise _error(f("token_file"), "the path of a file holding the token", token_file)
+    out["token_file"] = token_file
+
+
+def _validate_remote_precomputed(out: dict[str, Any], prefix: str) -> None:
+    def f(name: str) -> str:
+        return _join(prefix, name)
+
+    _check_no_url_format(out, prefix, "precomputed", "precomputed_url, scale and the volume's info file")
+    if out["axes"] not in ("zyx", "czyx"):
+        raise _error(
+            f("axes"),
+            "'zyx' or 'czyx' for format 'precomputed' (chunks are x,y,z,c in Fortran order)",
+            out["axes"],
+        )
+    out["precomputed_url"] = _check_http_base(
+        out["precomputed_url"], f("precomputed_url"), "the URL of the folder holding the volume's info file"
+    )
+    scale = out["scale"]
+    expected = "a scale key (e.g. '8_8_40') or a scale index >= 0"
+    if scale is None:
+        scale = 0
+    elif isinstance(scale, bool) or not isinstance(scale, (str, int, numpy.integer)):
+        raise _error(f("scale"), expected, scale)
+    elif isinstance(scale, str):
+        if (
+            not scale.strip()
+            or "\0" in scale
+            or scale != scale.strip()
+            or scale.startswith("/")
+            or ".." in scale
+        ):
+            raise _error(f("scale"), expected, scale)
+    else:
+        scale = int(scale)
+        if scale < 0:
+            raise _error(f("scale"), expected, scale)
+    out["scale"] = scale
+    fill = out["fill_missing"]
+    if fill is None:
+        fill = False
+    if not isinstance(fill, (bool, numpy.bool_)):
+        raise _error(f("fill_missing"), "true or false", fill)
+    out["fill_missing"] = bool(fill)
+
+
 #: Remote formats accepted in ``RESTful-volume-description``: name -> validator of the parsed fields.
 #: A validator receives the field dict (generic fields already parsed) and the field prefix, checks and
 #: normalises the format-specific fields in place and raises :class:`DescriptionError`.
-REMOTE_FORMATS: dict[str, Callable[[dict[str, Any], str], None]] = {"hdf5": _validate_remote_hdf5}
+REMOTE_FORMATS: dict[str, Callable[[dict[str, Any], str], None]] = {
+    "hdf5": _validate_remote_hdf5,
+    "npz": _validate_remote_npy,
+    "npygz": _validate_remote_npy,
+    "boss": _validate_remote_boss,
+    "precomputed": _validate_remote_precomputed,
+}
 
 
 def _parse_remote(obj: Any, prefix: str, nested: bool) -> Namespace:
@@ -814,6 +983,12 @@ def _parse_remote(obj: Any, prefix: str, nested: bool) -> Namespace:
     out["shape"] = bounds - origin  # always derived, whatever the file says
     out["url_format"] = _parse_str(raw["url_format"], f("url_format"))
     out["hdf5_dataset"] = _parse_str(raw["hdf5_dataset"], f("hdf5_dataset"))
+    for other, names in REMOTE_FORMAT_FIELDS.items():
+        if other == fmt:
+            continue
+        for name in names:
+            if out[name] is not None:
+                raise _error_text(f(name), f"{name} only with format {other!r}", f"format {fmt!r}")
     REMOTE_FORMATS[fmt](out, prefix)
     return Namespace(**out)
 

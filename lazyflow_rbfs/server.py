@@ -10,18 +10,37 @@ openconnecto.me's ``x,y,z`` for ``zyx`` volumes)::
     http://127.0.0.1:PORT/emca/sample/hdf5/0/{x_start},{x_stop}/{y_start},{y_stop}/{z_start},{z_stop}/
 
 Coordinates in URLs are server coordinates: volume index + ``origin_offset``.
+
+The same volume is also served
+
+* as zlib-compressed ``.npy`` (format ``npz``) at ``.../npz/0/...`` (same layout as ``hdf5``);
+* over the BossDB cutout API (format ``boss``, :class:`BossSettings`)::
+
+    GET /v1/cutout/<collection>/<experiment>/<channel>/<resolution>/<x0>:<x1>/<y0>:<y1>/<z0>:<z1>/[<t0>:<t1>/]
+
+  with ``Accept: application/blosc`` or ``application/npygz``, the ``Authorization: Token <token>`` check
+  (401 without, 403 with a wrong token), HTTP 413 above ``max_cutout_bytes``, and the metadata endpoints
+  ``/v1/collection/<c>/experiment/<e>/``, ``.../channel/<ch>/`` and ``/v1/coord/<frame>/``;
+* as a neuroglancer precomputed volume (format ``precomputed``, :class:`PrecomputedSettings`) under
+  ``/precomputed/sample/``: ``info`` and ``<key>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>`` chunks, raw (gzip-encoded
+  when the client accepts it) or jpeg.
+
+Resolution levels (Boss ``resolution``, precomputed scales) halve y and x per level by striding.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import logging
 import math
 import os
+import re
 import secrets
 import socket
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,7 +50,16 @@ from urllib.parse import urlsplit
 import h5py
 import numpy as np
 
-__all__ = ["CutoutServer", "Faults", "FaultRule", "RequestRecord", "sample_volume", "run_server"]
+__all__ = [
+    "CutoutServer",
+    "BossSettings",
+    "PrecomputedSettings",
+    "Faults",
+    "FaultRule",
+    "RequestRecord",
+    "sample_volume",
+    "run_server",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -163,12 +191,70 @@ class RequestRecord:
     headers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
-class _BadRequest(Exception):
-    pass
+class _HttpError(Exception):
+    status = 500
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
 
 
-class _NotFound(Exception):
-    pass
+class _BadRequest(_HttpError):
+    status = 400
+
+
+class _NotFound(_HttpError):
+    status = 404
+
+
+@dataclass
+class BossSettings:
+    """How a :class:`CutoutServer` speaks the BossDB cutout API.
+
+    ``token=None`` accepts any request; otherwise ``Authorization: Token <token>`` is required (401 when
+    missing, 403 when wrong). Cutouts above ``max_cutout_bytes`` (uncompressed) get HTTP 413 like the
+    real service's limit.
+    """
+
+    collection: str = "sample"
+    experiment: str = "em"
+    channel: str = "image"
+    token: str | None = None
+    max_cutout_bytes: int | None = None
+    levels: int = 2
+
+    @property
+    def coord_frame(self) -> str:
+        return f"{self.collection}_{self.experiment}_frame"
+
+
+@dataclass
+class PrecomputedSettings:
+    """How a :class:`CutoutServer` serves a neuroglancer precomputed volume.
+
+    ``chunk_xyz`` is the chunk size (x, y, z); ``encoding`` ``"raw"`` or ``"jpeg"``; ``gzip`` encodes raw
+    chunks with ``Content-Encoding: gzip`` for clients that accept it; ``scales`` resolution levels.
+    """
+
+    prefix: str = "/precomputed/sample"
+    chunk_xyz: tuple[int, int, int] = (16, 16, 8)
+    encoding: str = "raw"
+    gzip: bool = True
+    scales: int = 2
+    jpeg_quality: int = 95
+    resolution_xyz: tuple[float, float, float] = (4.0, 4.0, 40.0)
+
+
+@dataclass
+class _Reply:
+    """A successful answer: an array to encode (faults may alter it first) or a finished body."""
+
+    content_type: str
+    data: np.ndarray | None = None
+    encode: Callable[[np.ndarray], bytes] | None = None
+    body: bytes = b""
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -244,6 +330,10 @@ class CutoutServer:
         Order of the per-axis path segments; default ``axes`` reversed.
     compression:
         h5py compression of the response datasets (``None``: uncompressed, fastest).
+    boss:
+        :class:`BossSettings` of the Boss cutout API (names, token check, size limit).
+    precomputed:
+        :class:`PrecomputedSettings` of the precomputed volume (chunk size, encoding, gzip, scales).
 
     Examples
     --------
@@ -264,6 +354,8 @@ class CutoutServer:
         prefix: str = "/emca/sample",
         url_axes: str | None = None,
         compression: str | None = None,
+        boss: BossSettings | None = None,
+        precomputed: PrecomputedSettings | None = None,
     ) -> None:
         self._h5file: h5py.File | None = None
         self.volume = self._load(volume)
@@ -285,6 +377,8 @@ class CutoutServer:
         self.latency = float(latency)
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.compression = compression
+        self.boss = boss if boss is not None else BossSettings()
+        self.precomputed = precomputed if precomputed is not None else PrecomputedSettings()
         self.faults = Faults()
         self._cond = threading.Condition()
         self._paused = False
@@ -332,6 +426,19 @@ class CutoutServer:
         """A ``url_format`` for a remote description of this volume."""
         segments = "/".join(f"{{{a}_start}},{{{a}_stop}}" for a in self.url_axes)
         return f"{self.url}{self.prefix}/hdf5/0/{segments}/"
+
+    def url_format_for(self, fmt: str = "hdf5") -> str:
+        """A ``url_format`` for the ``hdf5`` or ``npz`` (zlib-compressed ``.npy``) cutouts of this volume."""
+        if fmt not in ("hdf5", "npz", "npygz"):
+            raise ValueError(f"url_format_for: expected 'hdf5', 'npz' or 'npygz', got {fmt!r}")
+        segments = "/".join(f"{{{a}_start}},{{{a}_stop}}" for a in self.url_axes)
+        kind = "hdf5" if fmt == "hdf5" else "npz"
+        return f"{self.url}{self.prefix}/{kind}/0/{segments}/"
+
+    @property
+    def precomputed_url(self) -> str:
+        """The folder holding the precomputed ``info`` file."""
+        return f"{self.url}{self.precomputed.prefix}"
 
     @property
     def bounds(self) -> tuple[int, ...]:
@@ -509,24 +616,240 @@ class CutoutServer:
             self._send(handler, 200, page, "text/html; charset=utf-8")
             return
         try:
-            region = self._region(path)
-        except _NotFound as exc:
-            self._send(handler, 404, f"{exc}\n".encode(), "text/plain")
+            reply = self._route(handler, path)
+        except _HttpError as exc:
+            self._send(handler, exc.status, f"{exc}\n".encode(), "text/plain")
             return
-        except _BadRequest as exc:
-            self._send(handler, 400, f"{exc}\n".encode(), "text/plain")
-            return
-        data = np.asarray(self.volume[region])
-        if rule is not None and rule.kind == "wrong_shape":
-            data = np.concatenate([data, data[..., :1]], axis=-1)
-        if rule is not None and rule.kind == "wrong_dtype":
-            data = data.astype(np.complex128 if data.dtype.kind in "fc" else np.float64)
-        body = self._encode(data)
+        body = reply.body
+        if reply.data is not None and reply.encode is not None:
+            data = reply.data
+            if rule is not None and rule.kind == "wrong_shape":
+                data = np.concatenate([data, data[..., :1]], axis=-1)
+            if rule is not None and rule.kind == "wrong_dtype":
+                data = data.astype(np.complex128 if data.dtype.kind in "fc" else np.float64)
+            body = reply.encode(data)
+        extra = dict(reply.extra)
+        if extra.pop("X-Gzip", None) and "gzip" in handler.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            extra["Content-Encoding"] = "gzip"
         truncate = rule is not None and rule.kind == "truncate"
-        self._send(handler, 200, body, "application/x-hdf5", truncate=truncate)
+        self._send(handler, 200, body, reply.content_type, extra, truncate=truncate)
+
+    def _route(self, handler: _Handler, path: str) -> _Reply:
+        if path.startswith("/v1/"):
+            return self._boss(handler, path)
+        pre = self.precomputed.prefix.rstrip("/") + "/"
+        if path.startswith(pre):
+            return self._precomputed(path[len(pre) :])
+        if path.startswith(f"{self.prefix}/npz/0/"):
+            return _Reply("application/octet-stream", np.asarray(self.volume[self._region(path)]), _npy_zlib)
+        return _Reply("application/x-hdf5", np.asarray(self.volume[self._region(path)]), self._encode)
+
+    # -- resolution levels (Boss resolutions, precomputed scales): y and x strided by 2**level ---------
+
+    def _level(self, level: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shape and origin (server coordinates) of the volume at ``level``, in ``axes`` order."""
+        step = 2**level
+        shape = tuple(-(-n // step) if a in "yx" else n for a, n in zip(self.axes, self.shape))
+        origin = tuple(o // step if a in "yx" else o for a, o in zip(self.axes, self.origin_offset))
+        return shape, origin
+
+    def _read_level(self, level: int, region: Sequence[slice]) -> np.ndarray:
+        """``region`` (level coordinates relative to its origin) of the volume at ``level``, strided reads."""
+        step = 2**level
+        index = tuple(
+            slice(r.start * step, min(r.stop * step, n), step) if a in "yx" and step > 1 else r
+            for a, r, n in zip(self.axes, region, self.shape)
+        )
+        return np.asarray(self.volume[index])
+
+    # -- Boss -----------------------------------------------------------------------------------------
+
+    def _boss_auth(self, handler: _Handler) -> None:
+        token = self.boss.token
+        if token is None:
+            return
+        sent = handler.headers.get("Authorization")
+        if sent is None:
+            raise _HttpError(
+                '{"status": 401, "message": "Authentication credentials were not provided."}', 401
+            )
+        if sent != f"Token {token}":
+            raise _HttpError('{"status": 403, "message": "Invalid token."}', 403)
+
+    def _boss(self, handler: _Handler, path: str) -> _Reply:
+        self._boss_auth(handler)
+        parts = [p for p in path.split("/") if p]
+        b = self.boss
+        if parts[:2] == ["v1", "coord"] and len(parts) == 3:
+            if parts[2] != b.coord_frame:
+                raise _NotFound(f"coordinate frame {parts[2]!r} not found")
+            return _json_reply(self._boss_coord_frame())
+        if parts[:2] == ["v1", "collection"] and len(parts) in (5, 7) and parts[3] == "experiment":
+            if parts[2] != b.collection or parts[4] != b.experiment:
+                raise _NotFound(f"collection/experiment {parts[2]}/{parts[4]} not found")
+            if len(parts) == 5:
+                return _json_reply(self._boss_experiment())
+            if parts[5] != "channel" or parts[6] != b.channel:
+                raise _NotFound(f"channel {'/'.join(parts[5:])} not found")
+            return _json_reply(self._boss_channel())
+        if parts[:2] != ["v1", "cutout"] or len(parts) not in (9, 10):
+            raise _NotFound(f"unknown Boss path {path!r}")
+        if self.axes not in ("zyx", "tzyx"):
+            raise _NotFound(f"this volume's axes {self.axes!r} are not served over the Boss API (zyx, tzyx)")
+        if parts[2:5] != [b.collection, b.experiment, b.channel]:
+            raise _NotFound(f"channel {'/'.join(parts[2:5])} not found")
+        try:
+            level = int(parts[5])
+        except ValueError:
+            raise _BadRequest(f"resolution {parts[5]!r} is not an integer") from None
+        if not 0 <= level < max(1, b.levels):
+            raise _BadRequest(f"resolution {level} not available (0..{max(1, b.levels) - 1})")
+        shape, origin = self._level(level)
+        ranges: dict[str, tuple[int, int]] = {}
+        for axis, text in zip("xyzt", parts[6:]):
+            match = re.fullmatch(r"(\d+):(\d+)", text)
+            if match is None:
+                raise _BadRequest(f"malformed range {text!r} for axis {axis}: expected 'start:stop'")
+            ranges[axis] = (int(match.group(1)), int(match.group(2)))
+        squeeze_t = "t" in self.axes and "t" not in ranges
+        if "t" in ranges and "t" not in self.axes:
+            raise _BadRequest("this channel has no time axis")
+        if squeeze_t:
+            ranges["t"] = (0, 1)
+        region = []
+        for axis, size, o in zip(self.axes, shape, origin):
+            lo, hi = ranges[axis]
+            if not o <= lo < hi <= o + size:
+                raise _BadRequest(f"axis {axis}: {lo}:{hi} is outside [{o}, {o + size}) or empty/reversed")
+            region.append(slice(lo - o, hi - o))
+        itemsize = self.dtype.itemsize
+        nbytes = math.prod(s.stop - s.start for s in region) * itemsize
+        if b.max_cutout_bytes is not None and nbytes > b.max_cutout_bytes:
+            raise _HttpError(
+                f"Cutout request is over {b.max_cutout_bytes} bytes when uncompressed ({nbytes}). "
+                f"Reduce cutout dimensions.",
+                413,
+            )
+        data = self._read_level(level, region)
+        if squeeze_t:
+            data = data[0]
+        accept = handler.headers.get("Accept", "")
+        if accept == "application/blosc" and _blosc_module() is not None:
+            return _Reply("application/blosc", data, _blosc)
+        if accept == "application/npygz":
+            return _Reply("application/npygz", data, _npy_zlib)
+        raise _HttpError(
+            f"unsupported Accept {accept!r}: this server sends application/blosc or application/npygz "
+            f"(never pickles)",
+            406,
+        )
+
+    def _boss_coord_frame(self) -> dict[str, Any]:
+        frame: dict[str, Any] = {"name": self.boss.coord_frame, "description": "", "voxel_unit": "nanometers"}
+        for axis, size, o, voxel in zip(
+            "xyz", self._xyz(self.shape), self._xyz(self.origin_offset), (4, 4, 40)
+        ):
+            frame[f"{axis}_start"], frame[f"{axis}_stop"] = o, o + size
+            frame[f"{axis}_voxel_size"] = voxel
+        return frame
+
+    def _boss_experiment(self) -> dict[str, Any]:
+        t = self.shape[self.axes.index("t")] if "t" in self.axes else 1
+        return {
+            "name": self.boss.experiment,
+            "collection": self.boss.collection,
+            "coord_frame": self.boss.coord_frame,
+            "num_hierarchy_levels": max(1, self.boss.levels),
+            "hierarchy_method": "anisotropic",
+            "num_time_samples": t,
+        }
+
+    def _boss_channel(self) -> dict[str, Any]:
+        return {
+            "name": self.boss.channel,
+            "experiment": self.boss.experiment,
+            "type": "image",
+            "datatype": self.dtype.name,
+            "base_resolution": 0,
+            "default_time_sample": 0,
+            "downsample_status": "DOWNSAMPLED",
+        }
+
+    def _xyz(self, values: Sequence[int]) -> tuple[int, int, int]:
+        by_axis = dict(zip(self.axes, values))
+        return (int(by_axis.get("x", 1)), int(by_axis.get("y", 1)), int(by_axis.get("z", 1)))
+
+    # -- precomputed ----------------------------------------------------------------------------------
+
+    def precomputed_info(self) -> dict[str, Any]:
+        """The ``info`` JSON of the precomputed volume."""
+        pc = self.precomputed
+        channels = self.shape[0] if self.axes == "czyx" else 1
+        scales = []
+        for level in range(max(1, pc.scales)):
+            shape, origin = self._level(level)
+            f = 2**level
+            scales.append(
+                {
+                    "key": f"{f}_{f}_1",
+                    "size": list(self._xyz(shape)),
+                    "voxel_offset": list(self._xyz(origin)),
+                    "chunk_sizes": [list(pc.chunk_xyz)],
+                    "encoding": pc.encoding,
+                    "resolution": [pc.resolution_xyz[0] * f, pc.resolution_xyz[1] * f, pc.resolution_xyz[2]],
+                }
+            )
+        return {
+            "@type": "neuroglancer_multiscale_volume",
+            "type": "image",
+            "data_type": self.dtype.name,
+            "num_channels": channels,
+            "scales": scales,
+        }
+
+    def _precomputed(self, rest: str) -> _Reply:
+        if self.axes not in ("zyx", "czyx"):
+            raise _NotFound(f"this volume's axes {self.axes!r} are not served as precomputed (zyx, czyx)")
+        info = self.precomputed_info()
+        if rest == "info":
+            return _json_reply(info)
+        key, _, name = rest.rpartition("/")
+        levels = {s["key"]: level for level, s in enumerate(info["scales"])}
+        if key not in levels:
+            raise _NotFound(f"no scale {key!r}")
+        match = re.fullmatch(r"(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)", name)
+        if match is None:
+            raise _NotFound(f"no chunk {name!r}")
+        x0, x1, y0, y1, z0, z1 = (int(g) for g in match.groups())
+        scale = info["scales"][levels[key]]
+        region: dict[str, slice] = {}
+        for axis, lo, hi, size, off, chunk in zip(
+            "xyz",
+            (x0, y0, z0),
+            (x1, y1, z1),
+            scale["size"],
+            scale["voxel_offset"],
+            self.precomputed.chunk_xyz,
+        ):
+            # Only the chunks of the grid exist, like files in a bucket.
+            if (lo - off) % chunk or lo < off or hi != min(lo + chunk, off + size) or lo >= off + size:
+                raise _NotFound(f"no chunk {name!r} in scale {key!r}")
+            region[axis] = slice(lo - off, hi - off)
+        index = tuple(region.get(a, slice(0, n)) for a, n in zip(self.axes, self.shape))
+        data = self._read_level(levels[key], index)
+        if self.axes == "zyx":
+            data = data[np.newaxis]
+        if self.precomputed.encoding == "jpeg":
+            quality = self.precomputed.jpeg_quality
+            return _Reply("image/jpeg", data, lambda d: _jpeg(d, quality))
+        extra = {"X-Gzip": "1"} if self.precomputed.gzip else {}
+        return _Reply("application/octet-stream", data, _raw_chunk, extra=extra)
 
     def _region(self, path: str) -> tuple[slice, ...]:
         head = f"{self.prefix}/hdf5/0/"
+        if path.startswith(f"{self.prefix}/npz/0/"):
+            head = f"{self.prefix}/npz/0/"
         if not path.startswith(head):
             raise _NotFound(f"unknown path {path!r}; cutouts are at {head}<one 'start,stop' per axis>/")
         segments = path[len(head) :].strip("/").split("/")
@@ -587,24 +910,51 @@ class CutoutServer:
 
     # -- descriptions ---------------------------------------------------------------------------------
 
-    def remote_description_dict(self, name: str | None = None) -> dict[str, Any]:
-        """The JSON dict of a ``"RESTful-volume-description"`` of this volume."""
-        return {
+    def remote_description_dict(
+        self, name: str | None = None, *, format: str = "hdf5", level: int = 0, **fields: Any
+    ) -> dict[str, Any]:
+        """The JSON dict of a ``"RESTful-volume-description"`` of this volume.
+
+        ``format`` is ``"hdf5"``, ``"npz"``/``"npygz"`` (zlib-compressed ``.npy`` cutouts), ``"boss"`` or
+        ``"precomputed"``; ``level`` the Boss resolution / precomputed scale index; ``fields`` are added
+        (e.g. ``token_env``, ``fill_missing``, ``max_cutout_bytes``).
+        """
+        shape, origin = self._level(level)
+        desc: dict[str, Any] = {
             "_schema_name": "RESTful-volume-description",
             "_schema_version": 1.0,
             "name": name or "cutout-server",
-            "format": "hdf5",
+            "format": format,
             "axes": self.axes,
-            "origin_offset": list(self.origin_offset),
-            "bounds": list(self.bounds),
+            "origin_offset": list(origin),
+            "bounds": [s + o for s, o in zip(shape, origin)],
             "dtype": self.dtype.name,
-            "url_format": self.url_format,
-            "hdf5_dataset": self.dataset_name.lstrip("/"),
         }
+        if format == "hdf5":
+            desc["url_format"] = self.url_format
+            desc["hdf5_dataset"] = self.dataset_name.lstrip("/")
+        elif format in ("npz", "npygz"):
+            desc["url_format"] = self.url_format_for(format)
+        elif format == "boss":
+            desc.update(
+                boss_url=self.url,
+                collection=self.boss.collection,
+                experiment=self.boss.experiment,
+                channel=self.boss.channel,
+                resolution=level,
+            )
+        elif format == "precomputed":
+            desc.update(precomputed_url=self.precomputed_url, scale=level)
+        else:
+            raise ValueError(f"unknown format {format!r}")
+        desc.update(fields)
+        return desc
 
-    def write_remote_description(self, path: str | os.PathLike, *, name: str | None = None) -> str:
+    def write_remote_description(
+        self, path: str | os.PathLike, *, name: str | None = None, format: str = "hdf5", **fields: Any
+    ) -> str:
         """Write a remote (``"RESTful-volume-description"``) JSON file; returns its path."""
-        return _write_json(path, self.remote_description_dict(name))
+        return _write_json(path, self.remote_description_dict(name, format=format, **fields))
 
     def write_description(
         self,
@@ -617,19 +967,31 @@ class CutoutServer:
         name: str | None = None,
         local_shape: Sequence[int] | None = None,
         compression: str | None = None,
+        format: str = "hdf5",
+        level: int = 0,
+        **remote_fields: Any,
     ) -> str:
         """Write a composite ``"RESTful-blockwise-fileset-description"`` for this volume; returns the path.
 
         ``cache_dir`` becomes the local ``dataset_root_dir`` (relative paths are relative to the
-        description's directory; ``None`` leaves the default, the description's directory).
+        description's directory; ``None`` leaves the default, the description's directory). ``format``,
+        ``level`` and ``remote_fields`` go to :meth:`remote_description_dict`.
         """
+        remote = self.remote_description_dict(name, format=format, level=level, **remote_fields)
         local: dict[str, Any] = {
             "_schema_name": "blockwise-fileset-description",
             "_schema_version": 1.1,
             "name": (name or "cutout-server") + "-blocks",
             "format": "hdf5",
             "axes": self.axes,
-            "shape": [int(s) for s in (local_shape if local_shape is not None else self.shape)],
+            "shape": [
+                int(s)
+                for s in (
+                    local_shape
+                    if local_shape is not None
+                    else [b - o for b, o in zip(remote["bounds"], remote["origin_offset"])]
+                )
+            ],
             "dtype": self.dtype.name,
             "block_shape": [int(b) for b in block_shape],
             "block_file_name_format": f"block-{{roiString}}.h5/{self.dataset_name.lstrip('/')}",
@@ -645,10 +1007,55 @@ class CutoutServer:
         composite = {
             "_schema_name": "RESTful-blockwise-fileset-description",
             "_schema_version": 1.0,
-            "remote_description": self.remote_description_dict(name),
+            "remote_description": remote,
             "local_description": local,
         }
         return _write_json(path, composite)
+
+
+def _json_reply(obj: Any) -> _Reply:
+    return _Reply("application/json", body=json.dumps(obj).encode("utf-8"))
+
+
+def _npy_zlib(data: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(data), allow_pickle=False)
+    return zlib.compress(buffer.getvalue(), 1)
+
+
+def _blosc_module() -> Any:
+    """python-blosc (the Boss's own, blosc1 bodies), else blosc2, else ``None``."""
+    for name in ("blosc", "blosc2"):
+        try:
+            return __import__(name)
+        except ImportError:
+            continue
+    return None
+
+
+def _blosc(data: np.ndarray) -> bytes:
+    # Like the Boss: raw C-order bytes, blosc-compressed (typesize is the bit depth, as the Boss passes it).
+    module = _blosc_module()
+    raw = np.ascontiguousarray(data).tobytes()
+    if module.__name__ == "blosc":
+        return module.compress(raw, typesize=min(255, data.dtype.itemsize * 8))
+    return module.compress(raw, typesize=data.dtype.itemsize)
+
+
+def _raw_chunk(data: np.ndarray) -> bytes:
+    # (c, z, y, x) in C order is x, y, z, c in Fortran order; little-endian.
+    return np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<")).tobytes()
+
+
+def _jpeg(data: np.ndarray, quality: int) -> bytes:
+    from PIL import Image  # type: ignore[import-not-found]
+
+    c, z, y, x = data.shape
+    pixels = np.ascontiguousarray(data.astype(np.uint8).transpose(1, 2, 3, 0).reshape(z * y, x, c))
+    image = Image.fromarray(pixels[..., 0] if c == 1 else pixels, mode=None)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def _retry_after(seconds: float) -> str:

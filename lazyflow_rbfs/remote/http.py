@@ -355,7 +355,14 @@ def _status_hint(status: int) -> str:
     if status in (401, 403):
         return "check the credentials passed as headers (or the token)"
     if status == 404:
-        return "check the description's url_format and that the region exists on the server"
+        return (
+            "check the description's url_format (or boss/precomputed fields) and that the region exists on "
+            "the server"
+        )
+    if status == 413:
+        return "the service refuses requests this large; lower max_cutout_bytes (boss) or the block_shape"
+    if status == 406:
+        return "the server cannot send the requested encoding (boss_encoding)"
     if status == 400:
         return "the server rejected the region; check the description's bounds, origin_offset and axes"
     if status in RETRY_STATUSES:

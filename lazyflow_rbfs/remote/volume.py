@@ -20,7 +20,7 @@ import numpy as np
 from lazyflow_rbfs import description as _description
 from lazyflow_rbfs.errors import DescriptionError, DownloadError
 from lazyflow_rbfs.geometry import check_roi
-from lazyflow_rbfs.remote import codecs
+from lazyflow_rbfs.remote import boss, codecs, precomputed
 from lazyflow_rbfs.remote.http import HttpClient, HttpStats
 
 __all__ = ["RESTfulVolume"]
@@ -108,8 +108,17 @@ class RESTfulVolume:
         self._dtype = np.dtype(desc.dtype)
         self._format = str(desc.format)
         self._dataset = _normalize_h5(desc.hdf5_dataset) if desc.hdf5_dataset is not None else None
-        codecs.get_decoder(self._format)  # unknown formats fail now, not at the first download
-        self._url_parts = self._parse_url_format(str(desc.url_format))
+        self._user_headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        client_headers = dict(self._user_headers)
+        self._url_parts: list[tuple[str, str | None]] = []
+        if self._format == "boss":
+            # The token is resolved now (a missing token_env fails at open) and lives in the client only.
+            token = boss.resolve_token(desc)
+            client_headers = {**boss.boss_headers(desc, token), **self._user_headers}
+            logger.debug("boss volume %s: token from %s", self.source_url, boss.token_source(desc))
+        elif self._format != "precomputed":
+            codecs.get_decoder(self._format)  # unknown formats fail now, not at the first download
+            self._url_parts = self._parse_url_format(str(desc.url_format))
         self._options = {
             "timeout": timeout,
             "retries": retries,
@@ -117,8 +126,17 @@ class RESTfulVolume:
             "backoff": backoff,
         }
         self._client = HttpClient(
-            timeout=timeout, retries=retries, backoff=backoff, max_parallel=max_parallel, headers=headers
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_parallel=max_parallel,
+            headers=client_headers,
         )
+        self._reader: boss.BossReader | precomputed.PrecomputedReader | None = None
+        if self._format == "boss":
+            self._reader = boss.BossReader(desc, self._client)
+        elif self._format == "precomputed":
+            self._reader = precomputed.PrecomputedReader(desc, self._client)
 
     # -- description helpers (upstream classmethods) -------------------------------------------------
 
@@ -161,6 +179,16 @@ class RESTfulVolume:
     def closed(self) -> bool:
         return self._client.closed
 
+    @property
+    def format(self) -> str:
+        """The remote description's ``format``."""
+        return self._format
+
+    @property
+    def source_url(self) -> str:
+        """Where the data comes from (display): ``url_format``, the Boss channel or the precomputed folder."""
+        return source_url(self.description)
+
     # -- URLs -----------------------------------------------------------------------------------------
 
     def _parse_url_format(self, url_format: str) -> list[tuple[str, str | None]]:
@@ -196,8 +224,21 @@ class RESTfulVolume:
         OutOfBoundsError
             The roi is not inside the remote ``shape``.
         """
+        return self.urls_for(roi)[0]
+
+    def urls_for(self, roi: Sequence) -> list[str]:
+        """Every URL a :meth:`fetch` of ``roi`` requests (one for ``url_format`` formats; the split Boss
+        cutouts; the precomputed chunks, which needs the info file).
+
+        Raises
+        ------
+        OutOfBoundsError
+            The roi is not inside the remote ``shape``.
+        """
         start, stop = check_roi(roi, self._shape)
-        return self._url(start, stop)
+        if self._reader is not None:
+            return self._reader.urls(start, stop)
+        return [self._url(start, stop)]
 
     def _url(self, start: np.ndarray, stop: np.ndarray) -> str:
         values: dict[str, str] = {}
@@ -226,6 +267,8 @@ class RESTfulVolume:
             The body is not a cutout of the requested shape and dtype.
         """
         start, stop = check_roi(roi, self._shape)
+        if self._reader is not None:
+            return self._reader.fetch(start, stop)
         url = self._url(start, stop)
         shape = tuple(int(s) for s in (stop - start))
         expected = codecs.Expected(url=url, shape=shape, dtype=self._dtype, dataset=self._dataset)
@@ -289,9 +332,10 @@ class RESTfulVolume:
 
     def __reduce__(self):
         # Rebuilt from the description and the options (headers included: they travel in memory only).
+        # A Boss token is not among them: the rebuilt volume resolves it again from its own environment.
         return (
             _rebuild,
-            (self.description, dict(self._options, headers=dict(self._client._headers))),
+            (self.description, dict(self._options, headers=dict(self._user_headers))),
         )
 
     def __repr__(self) -> str:
@@ -301,8 +345,25 @@ class RESTfulVolume:
         state = ", closed" if self.closed else ""
         return (
             f"<RESTfulVolume name={name!r} format={self._format!r} axes={self._axes!r} shape={self.shape} "
-            f"dtype={self._dtype.name} url_format={self.description.url_format!r}{hidden}{state}>"
+            f"dtype={self._dtype.name} source={self.source_url!r}{hidden}{state}>"
         )
+
+
+def source_url(desc: Any) -> str:
+    """A display URL of a remote description (no token, no placeholders filled in).
+
+    ``url_format`` for ``hdf5``/``npz``/``npygz``; ``<boss_url>/v1/cutout/<collection>/<experiment>/<channel>/
+    <resolution>/`` for ``boss``; ``<precomputed_url> (scale <scale>)`` for ``precomputed``.
+    """
+    fmt = getattr(desc, "format", None)
+    if fmt == "boss":
+        return (
+            f"{str(desc.boss_url).rstrip('/')}/v1/cutout/{desc.collection}/{desc.experiment}/{desc.channel}/"
+            f"{int(desc.resolution or 0)}/"
+        )
+    if fmt == "precomputed":
+        return f"{str(desc.precomputed_url).rstrip('/')} (scale {desc.scale!r})"
+    return str(getattr(desc, "url_format", ""))
 
 
 def _rebuild(desc: Any, options: dict) -> RESTfulVolume:

@@ -1,0 +1,215 @@
+"""``rbfs describe`` logic: descriptions written from precomputed and Boss metadata open and read right."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lazyflow_rbfs import BlockwiseFilesetFactory, RESTfulBlockwiseFileset, description
+from lazyflow_rbfs.describe import (
+    add_describe_arguments,
+    describe_main,
+    describe_source,
+    parse_source,
+    suggest_block_shape,
+)
+from lazyflow_rbfs.errors import DescriptionError, DownloadError
+from lazyflow_rbfs.server import BossSettings, CutoutServer, PrecomputedSettings, sample_volume
+
+SHAPE = (24, 80, 72)
+ORIGIN = (2, 16, 32)
+TOKEN = "describe-token-0a1b2c3d4e5f"
+
+
+@pytest.fixture(scope="module")
+def volume() -> np.ndarray:
+    array = sample_volume(SHAPE, seed=21)
+    array.setflags(write=False)
+    return array
+
+
+@pytest.fixture
+def server(volume):
+    with CutoutServer(
+        volume,
+        origin_offset=ORIGIN,
+        boss=BossSettings(token=TOKEN),
+        precomputed=PrecomputedSettings(chunk_xyz=(16, 16, 8), scales=2),
+    ) as srv:
+        yield srv
+
+
+def read_all(path: str | Path) -> np.ndarray:
+    with RESTfulBlockwiseFileset(path, retries=0) as f:
+        return f[:]
+
+
+# -- precomputed ---------------------------------------------------------------------------------------------
+
+
+def test_describe_precomputed_writes_a_description_that_reads_correctly(server, volume, tmp_path):
+    path = describe_source(server.precomputed_url, tmp_path / "pc.json")
+    assert path == str(tmp_path / "pc.json")
+    desc = description.read_composite(path)
+    remote, local = desc.remote_description, desc.local_description
+    assert remote.format == "precomputed" and remote.axes == "zyx" and remote.scale == "1_1_1"
+    np.testing.assert_array_equal(remote.origin_offset, ORIGIN)
+    np.testing.assert_array_equal(local.shape, SHAPE)
+    assert local.dtype == np.uint8 and local.dataset_root_dir == "pc-blocks"
+    # Blocks are whole chunks (chunk zyx = 8, 16, 16), or the whole axis.
+    for b, c, n in zip(local.block_shape, (8, 16, 16), SHAPE):
+        assert b % c == 0 or b == n
+    np.testing.assert_array_equal(read_all(path), volume)
+    assert (tmp_path / "pc-blocks").is_dir()
+    assert type(BlockwiseFilesetFactory.create(path, "r")).__name__ == "RESTfulBlockwiseFileset"
+
+
+def test_describe_precomputed_with_scale_block_shape_and_cache_dir(server, volume, tmp_path):
+    for scale in ("2_2_1", "1", 1):
+        out = tmp_path / f"s{scale}.json"
+        path = describe_source(
+            server.precomputed_url + "/", out, scale=scale, block_shape="8,16,16", cache_dir=f"cache-{scale}"
+        )
+        desc = description.read_composite(path)
+        assert desc.remote_description.scale == "2_2_1"
+        np.testing.assert_array_equal(desc.local_description.block_shape, (8, 16, 16))
+        assert desc.local_description.dataset_root_dir == f"cache-{scale}"
+        np.testing.assert_array_equal(read_all(path), volume[:, ::2, ::2])
+        assert list((tmp_path / f"cache-{scale}").rglob("STATUS.txt"))
+    # The info URL itself and precomputed:// are accepted too.
+    path = describe_source(
+        f"precomputed://{server.precomputed_url}/info", tmp_path / "i.json", fill_missing=True
+    )
+    assert description.read_composite(path).remote_description.fill_missing is True
+
+
+def test_describe_precomputed_errors(server, tmp_path):
+    with pytest.raises(DescriptionError) as info:
+        describe_source(server.precomputed_url, tmp_path / "x.json", scale="7_7_7")
+    assert info.value.field == "scale" and "1_1_1" in str(info.value)
+    with pytest.raises(DescriptionError) as info:
+        describe_source(server.precomputed_url, tmp_path / "x.json", block_shape="8,16")
+    assert info.value.field == "block_shape"
+    with pytest.raises(DownloadError) as info:
+        describe_source(server.url + "/nothing-here", tmp_path / "x.json", retries=0)
+    assert info.value.status == 404
+    with pytest.raises(DescriptionError) as info:
+        describe_source("ftp://example.org/vol", tmp_path / "x.json")
+    assert info.value.field == "source"
+    with pytest.raises(DescriptionError):
+        describe_source(server.precomputed_url, tmp_path / "x.json", token_env="T")
+    assert not (tmp_path / "x.json").exists()
+
+
+# -- Boss ---------------------------------------------------------------------------------------------------
+
+
+def test_describe_boss_with_token_env_never_writes_the_token(server, volume, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("RBFS_DESCRIBE_TOKEN", TOKEN)
+    monkeypatch.delenv("INTERN_TOKEN", raising=False)
+    path = describe_source(
+        "boss://sample/em/image",
+        tmp_path / "boss.json",
+        boss_url=server.url,
+        token_env="RBFS_DESCRIBE_TOKEN",
+        cache_dir="boss-cache",
+    )
+    desc = description.read_composite(path)
+    remote = desc.remote_description
+    assert remote.format == "boss" and remote.token_env == "RBFS_DESCRIBE_TOKEN" and remote.resolution == 0
+    assert (remote.collection, remote.experiment, remote.channel) == ("sample", "em", "image")
+    np.testing.assert_array_equal(remote.origin_offset, ORIGIN)
+    np.testing.assert_array_equal(desc.local_description.shape, SHAPE)
+    np.testing.assert_array_equal(read_all(path), volume)
+    assert all(r.headers["Authorization"] == f"Token {TOKEN}" for r in server.request_log)
+    for file in tmp_path.rglob("*"):
+        if file.is_file():
+            assert TOKEN.encode() not in file.read_bytes(), file
+    assert TOKEN not in caplog.text
+
+
+def test_describe_boss_resolution_block_shape_and_intern_token(server, volume, tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERN_TOKEN", TOKEN)
+    path = describe_source(
+        "boss://sample/em/image",
+        tmp_path / "b1.json",
+        boss_url=server.url,
+        scale="1",
+        block_shape=(8, 16, 16),
+    )
+    desc = description.read_composite(path)
+    assert desc.remote_description.resolution == 1 and desc.remote_description.token_env is None
+    np.testing.assert_array_equal(desc.local_description.shape, (24, 40, 36))
+    np.testing.assert_array_equal(read_all(path), volume[:, ::2, ::2])
+    with pytest.raises(DescriptionError) as info:
+        describe_source("boss://sample/em/image", tmp_path / "b9.json", boss_url=server.url, scale=9)
+    assert info.value.field == "scale"
+
+
+def test_describe_boss_token_file_public_and_wrong_token(volume, tmp_path, monkeypatch):
+    monkeypatch.delenv("INTERN_TOKEN", raising=False)
+    with CutoutServer(volume, boss=BossSettings(token="public")) as public:
+        path = describe_source("boss://sample/em/image", tmp_path / "p.json", boss_url=public.url)
+        np.testing.assert_array_equal(read_all(path)[0:4], volume[0:4])
+        token_file = tmp_path / "token"
+        token_file.write_text("not-the-public-token\n")
+        with pytest.raises(DownloadError) as info:
+            describe_source(
+                "boss://sample/em/image", tmp_path / "w.json", boss_url=public.url, token_file=str(token_file)
+            )
+        assert info.value.status == 403 and not (tmp_path / "w.json").exists()
+        with pytest.raises(DownloadError) as info:
+            describe_source("boss://sample/em/nochannel", tmp_path / "n.json", boss_url=public.url, retries=0)
+        assert info.value.status == 404
+    with CutoutServer(volume, boss=BossSettings(token=TOKEN)) as private:
+        token_file.write_text(TOKEN + "\n")
+        path = describe_source(
+            "boss://sample/em/image", tmp_path / "f.json", boss_url=private.url, token_file=str(token_file)
+        )
+        assert json.loads(Path(path).read_text())["remote_description"]["token_file"] == str(token_file)
+        np.testing.assert_array_equal(read_all(path)[0:4], volume[0:4])
+        assert TOKEN.encode() not in Path(path).read_bytes()
+
+
+# -- pieces -------------------------------------------------------------------------------------------------
+
+
+def test_parse_source():
+    assert parse_source("boss://a/b/c") == ("boss", ("a", "b", "c"))
+    assert parse_source("gs://bucket/path/to/vol/") == (
+        "precomputed",
+        "https://storage.googleapis.com/bucket/path/to/vol",
+    )
+    assert parse_source("s3://bucket/vol") == ("precomputed", "https://bucket.s3.amazonaws.com/vol")
+    assert parse_source("https://h/v/info") == ("precomputed", "https://h/v")
+    for bad in ("boss://a/b", "boss://a/b/c/d", "file:///tmp/x", "vol"):
+        with pytest.raises(DescriptionError):
+            parse_source(bad)
+
+
+def test_suggest_block_shape():
+    assert suggest_block_shape((1000, 1000, 1000), (64, 64, 64), 1, target=1 << 20) == (64, 128, 128)
+    block = suggest_block_shape((100, 5000, 5000), (16, 512, 512), 1)
+    assert block == (16, 512, 512)
+    assert suggest_block_shape((10, 20, 30), (64, 64, 64), 1) == (10, 20, 30)
+    block = suggest_block_shape((4000, 4000, 4000), (8, 128, 128), 2)
+    assert all(b % c == 0 for b, c in zip(block, (8, 128, 128)))
+    assert np.prod(block) * 2 >= 4 << 20
+
+
+def test_describe_main_with_argparse(server, volume, tmp_path):
+    parser = argparse.ArgumentParser()
+    add_describe_arguments(parser)
+    args = parser.parse_args(
+        [server.precomputed_url, "-o", str(tmp_path / "m.json"), "--scale", "0", "--block-shape", "8,32,32"]
+    )
+    path = describe_main(args)
+    desc = description.read_composite(path)
+    np.testing.assert_array_equal(desc.local_description.block_shape, (8, 32, 32))
+    np.testing.assert_array_equal(read_all(path), volume)
