@@ -40,6 +40,7 @@ from lazyflow_rbfs.errors import (
     RbfsError,
     SchemaError,
 )
+from lazyflow_rbfs.remote import remote_advice, source_url
 
 __all__ = ["main", "parse_roi", "resolve_roi", "parse_shape"]
 
@@ -429,6 +430,18 @@ def _build_parser() -> _Parser:
     progress_options(p)
     p.set_defaults(func=_cmd_demo)
 
+    p = command(
+        "describe", "Write a composite description from a remote volume's metadata (precomputed or Boss)."
+    )
+    from lazyflow_rbfs.describe import add_describe_arguments
+
+    add_describe_arguments(p)
+    p.add_argument(
+        "--timeout", type=_timeout_arg, metavar="S", help="seconds per request, or CONNECT,READ (10,60)"
+    )
+    p.add_argument("--retries", type=_non_negative_int, metavar="N", help="attempts after the first (3)")
+    p.set_defaults(func=_cmd_describe)
+
     p = command("ilastik", "Run ilastik with the lazyflow_rbfs hook installed: rbfs ilastik -- ARGS...")
     p.add_argument("ilastik_args", nargs=argparse.REMAINDER, metavar="ILASTIK_ARGS")
     p.set_defaults(func=_cmd_ilastik)
@@ -515,6 +528,15 @@ def _want_progress(args: argparse.Namespace) -> bool:
 # Commands
 
 
+def _cmd_describe(args: argparse.Namespace) -> int:
+    from lazyflow_rbfs.describe import describe_main
+
+    path = describe_main(args)
+    print(f"wrote {path}")
+    print(f"next: rbfs info {path}")
+    return EXIT_OK
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     opened = _read_description(args.description)
     desc = opened.description
@@ -525,7 +547,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         lines.append(("kind", f"{_COMPOSITE} (remote volume + local block cache)"))
         lines.append(("name", str(remote.name or local.name or "")))
         lines.append(("remote format", str(remote.format)))
-        lines.append(("remote url", _redact_url(str(remote.url_format))))
+        lines.append(("remote url", _redact_url(source_url(remote))))
         if remote.hdf5_dataset:
             lines.append(("remote dataset", str(remote.hdf5_dataset)))
         lines.append(
@@ -554,6 +576,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     root = _cache_root(opened)
     lines.append(("cache dir", root + ("" if os.path.isdir(root) else " (not created yet)")))
     lines.append(("cache", _cheap_status(opened, nblocks, root)))
+    if opened.kind == "composite":
+        for advice in remote_advice(desc.remote_description, local):
+            lines.append(("advice", advice))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         print(f"{key + ':':<{width + 1}} {value}")

@@ -213,3 +213,40 @@ def test_describe_main_with_argparse(server, volume, tmp_path):
     desc = description.read_composite(path)
     np.testing.assert_array_equal(desc.local_description.block_shape, (8, 32, 32))
     np.testing.assert_array_equal(read_all(path), volume)
+
+
+# -- through the command line --------------------------------------------------------------------------------
+
+
+def test_rbfs_describe_info_and_read_from_the_command_line(server, volume, tmp_path, capsys, monkeypatch):
+    from lazyflow_rbfs.cli import main
+
+    desc = tmp_path / "pc.json"
+    assert main(["describe", server.precomputed_url, "-o", str(desc), "--cache-dir", "pc-cache"]) == 0
+    assert f"wrote {desc}" in capsys.readouterr().out
+    assert main(["info", str(desc)]) == 0
+    info = capsys.readouterr().out
+    assert "precomputed" in info and server.precomputed_url in info
+    out = tmp_path / "part.npy"
+    assert main(["read", str(desc), "--roi", "0:4,0:20,0:30", "-o", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out), volume[:4, :20, :30])
+    assert (tmp_path / "pc-cache").is_dir()
+
+    monkeypatch.setenv("MY_BOSS_TOKEN", TOKEN)
+    boss = tmp_path / "boss.json"
+    args = ["describe", "boss://sample/em/image", "-o", str(boss), "--boss-url", server.url]
+    assert main([*args, "--token-env", "MY_BOSS_TOKEN", "--block-shape", "8,16,16"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(boss)]) == 0
+    assert "advice" in capsys.readouterr().out  # 8x16x16 blocks fight the 16x512x512 Boss cuboids
+    assert main(["read", str(boss), "--roi", "0:8,0:16,0:16", "-o", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out), volume[:8, :16, :16])
+    assert TOKEN not in boss.read_text()
+
+
+def test_rbfs_describe_bad_source_is_one_line_exit_2(tmp_path, capsys):
+    from lazyflow_rbfs.cli import main
+
+    assert main(["describe", "ftp://example.org/vol", "-o", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rbfs: error:")
