@@ -394,6 +394,8 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         roi: Any = None,
         progress: bool | Callable[[int, int], Any] | None = None,
         raise_on_failure: bool = True,
+        scheduler: Any = None,
+        batch_size: int | None = None,
     ) -> PrefetchReport:
         """Download every missing block of the view, or of ``roi``, and report what happened.
 
@@ -414,6 +416,12 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             default the fileset's ``progress`` option.
         raise_on_failure
             ``False`` returns the report even when blocks failed.
+        scheduler
+            A ``dask.distributed`` ``Client``, cluster or scheduler address: hand the blocks to its workers
+            in batches (needs the ``distributed`` extra). The workers must see this description at the same
+            absolute path and share the cache directory; ``max_parallel`` then limits each worker process.
+        batch_size
+            Blocks per task with ``scheduler`` (default 64).
 
         Returns
         -------
@@ -421,6 +429,18 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         """
         del skip_preparation  # directories are made when a block is locked
         self._check_open()
+        if scheduler is not None:
+            from lazyflow_rbfs.distributed import prefetch_on_cluster
+
+            return prefetch_on_cluster(
+                self,
+                scheduler,
+                roi=roi,
+                batch_size=batch_size,
+                max_parallel=max_parallel,
+                progress=progress,
+                raise_on_failure=raise_on_failure,
+            )
         view_shape = self.description.view_shape
         if roi is None:
             start, stop = np.zeros_like(view_shape), np.asarray(view_shape)
@@ -515,6 +535,16 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         if report.failed and raise_on_failure:
             raise PrefetchError(f"prefetch incomplete: {report.summary()}", report=report)
         return report
+
+    def to_dask(self, **options: Any) -> Any:
+        """A dask array of the view whose chunks are the cache blocks (needs the ``distributed`` extra).
+
+        Each chunk is read through the cache: in this process through this fileset, on a dask worker
+        through a fileset the worker opens from the same description and options.
+        """
+        from lazyflow_rbfs.distributed import to_dask
+
+        return to_dask(self, **options)
 
     # ------------------------------------------------------------------ exports
 

@@ -347,6 +347,13 @@ def _build_parser() -> _Parser:
     roi_option(p)
     network_options(p)
     progress_options(p)
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="hand the blocks to a dask.distributed cluster (e.g. tcp://host:8786) whose workers see this "
+        "description at the same path and share the cache directory; -j then limits each worker",
+    )
+    p.add_argument("--batch-size", type=_positive_int, metavar="N", help="blocks per cluster task (64)")
     p.set_defaults(func=_cmd_prefetch)
 
     p = command("read", "Read a roi through the cache into an .h5 or .npy file (written atomically).")
@@ -610,16 +617,29 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
                 f"prefetch needs a {_COMPOSITE!r}"
             )
         start, stop = resolve_roi(args.roi, fs.description.view_shape, fs.description.axes)
+        if args.scheduler:
+            try:
+                import distributed  # noqa: F401
+            except ImportError as exc:
+                raise UsageError(
+                    "--scheduler needs dask.distributed: pip install 'lazyflow_rbfs[distributed]'"
+                ) from exc
         report = fs.downloadAllBlocks(
-            roi=(start, stop), progress=_want_progress(args), raise_on_failure=False
+            args.max_parallel,
+            roi=(start, stop),
+            progress=_want_progress(args),
+            raise_on_failure=False,
+            scheduler=args.scheduler or None,
+            batch_size=args.batch_size,
         )
-        stats = fs.remote.stats
         print(report.summary())
-        seconds = max(report.seconds, 1e-9)
-        print(
-            f"{stats.requests} requests, {_fmt_bytes(stats.bytes_received)} received, "
-            f"{stats.bytes_received / seconds / 1e6:.1f} MB/s"
-        )
+        if not args.scheduler:  # on a cluster the requests are made by the workers
+            stats = fs.remote.stats
+            seconds = max(report.seconds, 1e-9)
+            print(
+                f"{stats.requests} requests, {_fmt_bytes(stats.bytes_received)} received, "
+                f"{stats.bytes_received / seconds / 1e6:.1f} MB/s"
+            )
         if report.failed:
             raise _Failure(
                 f"{len(report.failed)} of {report.total} blocks failed to download; first: block "
