@@ -297,9 +297,11 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             Another process held a needed block longer than ``lock_timeout``.
         """
         self._check_open()
-        start, stop = geometry.check_roi(roi, self.description.view_shape)
+        start, stop = self._check_roi(roi)
+        out_array = self._output_array(start, stop, out_array)
         self._ensure_blocks(geometry.iter_block_starts(start, stop, self.description.block_shape))
-        return super().readData((start, stop), out_array)
+        self._read_into(start, stop, out_array, check_status=False)
+        return out_array
 
     def _ensure_blocks(self, block_starts: Iterable[tuple[int, ...]]) -> None:
         """Return once every block in ``block_starts`` is available; raise the first failure."""

@@ -259,6 +259,7 @@ class _Reply:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops connections when many clients start at once
     block_on_close = False  # idle keep-alive connections must not block close()
     allow_reuse_address = True
 

@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 
 STATUS_FILE_NAME = "STATUS.txt"
 LOCK_FILE_NAME = ".rbfs.lock"
+#: Block paths remembered per fileset (about 1 KiB each).
+_PATHS_CACHE_SIZE = 16384
 UPSTREAM_LOCK_SUFFIX = ".lock"
 PARTIAL_SUFFIX = ".partial"
 
@@ -457,6 +459,7 @@ class BlockwiseFileset:
         self.mode = mode
         self._init_geometry()
         self._handles = _HandleCache(max_open_files)
+        self._paths_cache: dict[tuple[int, ...], BlockPaths] = {}
         self._user_handles: dict[str, h5py.File] = {}
         self._user_lock = threading.Lock()
         self._closed = False
@@ -601,20 +604,29 @@ class BlockwiseFileset:
         return numpy.array(disk_start, dtype=numpy.int64), numpy.array(disk_stop, dtype=numpy.int64)
 
     def _paths(self, block_start: Any) -> BlockPaths:
-        """Absolute paths of the block at view ``block_start``."""
+        """Absolute paths of the block at view ``block_start`` (remembered for recently used blocks)."""
+        cache = self._paths_cache
+        if type(block_start) is tuple:
+            hit = cache.get(block_start)
+            if hit is not None:
+                return hit
         start = self._check_block_start(block_start)
-        disk_start, disk_stop = self._disk_bounds(start)
+        disk_start, _ = self._disk_bounds(start)
         directory = os.path.join(self._root_dir, *geometry.block_dir_names(self._axes, disk_start))
-        roi_string = geometry.roi_string(disk_start, disk_stop)
-        external = self._external_format.format(roiString=roi_string)
-        internal = self._internal_format.format(roiString=roi_string)
-        return BlockPaths(
-            directory=directory,
-            file_path=os.path.join(directory, external),
-            internal_path=internal,
-            status_path=os.path.join(directory, STATUS_FILE_NAME),
-            lock_path=os.path.join(directory, LOCK_FILE_NAME),
-        )
+        paths = self._leaf_paths(start, directory)
+        if len(cache) >= _PATHS_CACHE_SIZE:
+            cache.clear()  # cheap bound; reads revisit few blocks at a time
+        cache[start] = paths
+        return paths
+
+    def _status_path(self, block_start: Any) -> str:
+        """Path of the block's ``STATUS.txt``, without building the block file name (hot in scans)."""
+        hit = self._paths_cache.get(block_start) if type(block_start) is tuple else None
+        if hit is not None:
+            return hit.status_path
+        start = self._check_block_start(block_start)
+        names = geometry.block_dir_names(self._axes, (s + o for s, o in zip(start, self._view_origin)))
+        return os.path.join(self._root_dir, *names, STATUS_FILE_NAME)
 
     def _leaf_paths(self, start: tuple[int, ...], directory: str) -> BlockPaths:
         """:meth:`_paths` for a validated view ``start`` whose block ``directory`` is known (fast path)."""
@@ -671,7 +683,7 @@ class BlockwiseFileset:
     def getBlockStatus(self, block_start: Any) -> int:
         """``BLOCK_AVAILABLE`` if the block's ``STATUS.txt`` exists, else ``BLOCK_NOT_AVAILABLE``."""
         self._check_open()
-        exists = os.path.exists(self._paths(block_start).status_path)
+        exists = os.path.exists(self._status_path(block_start))
         return self.BLOCK_AVAILABLE if exists else self.BLOCK_NOT_AVAILABLE
 
     def setBlockStatus(self, block_start: Any, status: int) -> None:
@@ -726,30 +738,35 @@ class BlockwiseFileset:
         """
         self._check_open()
         start, stop = self._check_roi(roi)
-        shape = tuple(int(n) for n in stop - start)
-        if out_array is None:
-            out_array = numpy.empty(shape, dtype=self._dtype)
-        else:
-            if tuple(out_array.shape) != shape:
-                raise ValueError(f"out_array has shape {tuple(out_array.shape)}; the roi needs {shape}")
-            if numpy.dtype(out_array.dtype) != self._dtype:
-                raise ValueError(
-                    f"out_array has dtype {out_array.dtype}; the fileset's dtype is {self._dtype}"
-                )
-        self._read_into((start, stop), out_array)
+        out_array = self._output_array(start, stop, out_array)
+        self._read_into(start, stop, out_array)
         return out_array
 
-    def _read_into(self, roi: Roi, out: Any) -> None:
-        """Copy ``roi`` from the available blocks into ``out`` (shape already checked)."""
-        self._check_open()
-        start, stop = self._check_roi(roi)
+    def _output_array(self, start: numpy.ndarray, stop: numpy.ndarray, out_array: Any) -> Any:
+        """``out_array`` checked against the roi (shape, dtype), or a new array for it."""
+        shape = tuple(int(n) for n in stop - start)
+        if out_array is None:
+            return numpy.empty(shape, dtype=self._dtype)
+        if tuple(out_array.shape) != shape:
+            raise ValueError(f"out_array has shape {tuple(out_array.shape)}; the roi needs {shape}")
+        if numpy.dtype(out_array.dtype) != self._dtype:
+            raise ValueError(f"out_array has dtype {out_array.dtype}; the fileset's dtype is {self._dtype}")
+        return out_array
+
+    def _read_into(
+        self, start: numpy.ndarray, stop: numpy.ndarray, out: Any, check_status: bool = True
+    ) -> None:
+        """Copy the validated roi ``[start, stop)`` from the available blocks into ``out``.
+
+        ``check_status=False`` skips the ``STATUS.txt`` test, for callers that just ensured the blocks.
+        """
         direct = isinstance(out, numpy.ndarray) and out.flags.c_contiguous and out.dtype == self._dtype
         block_shape = numpy.asarray(self._block_shape_t, dtype=numpy.int64)
         view_shape = numpy.asarray(self._view_shape, dtype=numpy.int64)
         for proj in geometry.projections(start, stop, block_shape, view_shape):
-            block_start = _ints(proj.block_start)
+            block_start = proj.block_start
             paths = self._paths(block_start)
-            if not os.path.exists(paths.status_path):
+            if check_status and not os.path.exists(paths.status_path):
                 raise BlockNotReadyError(
                     f"block at {block_start} (view coordinates) is not available locally: "
                     f"{paths.status_path} does not exist",
@@ -765,11 +782,9 @@ class BlockwiseFileset:
             try:
                 dataset = entry.dataset(paths.internal_path)
                 if direct:
-                    dataset.read_direct(
-                        out, source_sel=tuple(proj.block_slices), dest_sel=tuple(proj.out_slices)
-                    )
+                    dataset.read_direct(out, source_sel=proj.block_slices, dest_sel=proj.out_slices)
                 else:
-                    out[tuple(proj.out_slices)] = dataset[tuple(proj.block_slices)]
+                    out[proj.out_slices] = dataset[proj.block_slices]
             finally:
                 self._handles.release(entry)
 

@@ -523,7 +523,7 @@ def test_publish_block_hook(tmp_path):
         assert fs.getBlockStatus((8, 16, 16)) == fs.BLOCK_AVAILABLE
         np.testing.assert_array_equal(fs.readData(([8, 16, 16], [10, 20, 20])), block[:2, :4, :4])
         out = np.zeros((2, 4, 4), np.uint16)
-        fs._read_into(([8, 16, 16], [10, 20, 20]), out)
+        fs._read_into(np.array([8, 16, 16]), np.array([10, 20, 20]), out)
         np.testing.assert_array_equal(out, block[:2, :4, :4])
         assert files_under(fs.root_directory) == [
             "z_00000008/y_00000016/x_00000016/STATUS.txt",
