@@ -643,10 +643,8 @@ class BlockwiseFileset:
         )
 
     def _block_lock(self, block_start: Any) -> locks.BlockLock:
-        """The OS lock of a block (its directory is created if needed)."""
-        paths = self._paths(block_start)
-        os.makedirs(paths.directory, exist_ok=True)
-        return locks.BlockLock(paths.lock_path)
+        """The OS lock of a block (taking it creates the block directory if needed)."""
+        return locks.BlockLock(self._paths(block_start).lock_path)  # the lock creates missing directories
 
     def iterBlockStarts(self, roi: Roi | None = None) -> Iterator[tuple[int, ...]]:
         """Stream the view starts of the blocks intersecting ``roi`` (default: the whole view), C order."""

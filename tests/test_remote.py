@@ -452,3 +452,24 @@ def test_description_file_written_by_the_server_is_accepted(cutout_server, tmp_p
     assert json.loads(path.read_text())["name"] == "sample"
     with RESTfulVolume(path) as vol:
         assert vol.description.name == "sample"
+
+
+def test_environment_proxies_are_honoured_per_host(cutout_server, sample_array, monkeypatch):
+    import socket
+
+    # A proxy address where nothing listens: requests through it must fail, requests that bypass it work.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{dead}")
+    with make_volume(cutout_server, retries=0) as vol:
+        with pytest.raises(DownloadError):
+            vol.fetch(((0, 0, 0), (1, 1, 1)))
+    assert cutout_server.requests == 0
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with make_volume(cutout_server, retries=0) as vol:
+        for _ in range(2):  # the second request uses the settings remembered for this host
+            np.testing.assert_array_equal(vol.fetch(((0, 0, 0), (2, 2, 2))), sample_array[:2, :2, :2])
+    assert cutout_server.requests == 2

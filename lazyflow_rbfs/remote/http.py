@@ -31,6 +31,34 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _CHUNK = 1 << 20
 
 
+class _Session(requests.Session):
+    """A session that reads its environment settings (proxies, CA bundle) once per host, not per request.
+
+    ``requests`` re-scans the environment on every request (about 0.4 ms); a cutout client sends
+    thousands of requests to one host.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple[str, str], dict] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[override]
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        env = self._environment.get(key)
+        if env is None:
+            env = super().merge_environment_settings(url, {}, None, None, None)
+            self._environment[key] = env
+        merged = dict(env["proxies"])
+        merged.update(proxies or {})
+        return {
+            "proxies": merged,
+            "stream": env["stream"] if stream is None else stream,
+            "verify": env["verify"] if verify is None else verify,
+            "cert": env["cert"] if cert is None else cert,
+        }
+
+
 class _CappedRetry(Retry):
     """urllib3 ``Retry`` that honours ``Retry-After`` but never sleeps longer than ``MAX_RETRY_AFTER``."""
 
@@ -158,7 +186,7 @@ class HttpClient:
         session = getattr(self._local, "session", None)
         if session is not None:
             return session
-        session = requests.Session()
+        session = _Session()
         adapter = HTTPAdapter(
             pool_connections=4, pool_maxsize=self.max_parallel, max_retries=self._make_retry()
         )
@@ -306,6 +334,23 @@ class HttpClient:
                 url=url,
                 status=response.status_code,
             )
+        encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+        if length is not None and not encoded:
+            # One read of the announced length: much cheaper than iterating over chunks.
+            try:
+                body = response.raw.read(length, decode_content=False)
+            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+                raise _translate(
+                    exc, url, response.status_code, self._limits(), while_reading=True
+                ) from _scrubbed(exc)
+            if len(body) != length:
+                raise InvalidResponseError(
+                    f"response from {url} is truncated: Content-Length is {length} but {len(body)} bytes "
+                    f"arrived; the server or the connection dropped the transfer, try again",
+                    url=url,
+                    status=response.status_code,
+                )
+            return body
         chunks = bytearray()
         try:
             for chunk in response.iter_content(_CHUNK):
@@ -321,7 +366,6 @@ class HttpClient:
             raise _translate(
                 exc, url, response.status_code, self._limits(), while_reading=True
             ) from _scrubbed(exc)
-        encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
         if length is not None and not encoded and len(chunks) != length:
             raise InvalidResponseError(
                 f"response from {url} is truncated: Content-Length is {length} but {len(chunks)} bytes "
@@ -391,7 +435,7 @@ def _is_timeout(exc: BaseException) -> bool:
 
 
 def _translate(
-    exc: requests.RequestException, url: str, status: int | None, limits: str, *, while_reading: bool = False
+    exc: BaseException, url: str, status: int | None, limits: str, *, while_reading: bool = False
 ) -> DownloadError:
     if _is_timeout(exc):
         return RemoteTimeoutError(
@@ -415,8 +459,9 @@ def _translate(
     )
 
 
-def _scrubbed(exc: requests.RequestException) -> requests.RequestException:
+def _scrubbed(exc: BaseException) -> BaseException:
     """Drop the request/response objects (they carry the headers) from an exception we chain."""
-    exc.request = None
-    exc.response = None
+    if isinstance(exc, requests.RequestException):
+        exc.request = None
+        exc.response = None
     return exc
