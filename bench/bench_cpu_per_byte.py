@@ -1,0 +1,106 @@
+"""Benchmark 5 — CPU per byte on the cold path (receive + decode + validate + write + publish).
+
+Client CPU seconds (user + system, all threads of the client process; the server runs in its own
+process) per GiB of voxels downloaded by ``downloadAllBlocks`` into an empty cache: 256 blocks of
+32×128×128 uint8, no injected latency, ``max_parallel=16``.
+
+* Baseline: the CPU cost of just writing the same arrays with h5py (one file per block,
+  ``create_dataset(data=...)``), measured in the same round.
+* Informative: the straightforward peer script's CPU per GiB (requests + threads + h5py).
+
+Target: ≤ 1.5× the baseline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import common
+import h5py
+import numpy as np
+from bench_cold_fill import check, peer_fill, rbfs_fill
+
+FULL = {"shape": (128, 1024, 1024), "block": (32, 128, 128), "parallel": 16, "repeats": 7}
+QUICK = {"shape": (64, 512, 512), "block": (32, 128, 128), "parallel": 16, "repeats": 2}
+
+
+def h5_write(arrays: list[tuple[tuple, np.ndarray]], workdir: Path, dataset: str) -> float:
+    """CPU seconds to write every array to its own HDF5 file with h5py."""
+    common.empty_dir(workdir)
+    workdir.mkdir(parents=True)
+    c0 = common.cpu_seconds()
+    for start, array in arrays:
+        name = "block-" + "_".join(str(s) for s in start) + ".h5"
+        with h5py.File(workdir / name, "w") as f:
+            f.create_dataset(dataset, data=array)
+    return common.cpu_seconds() - c0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = common.parse_args(__doc__, argv)
+    cfg = QUICK if args.quick else FULL
+    repeats = args.repeats or cfg["repeats"]
+    shape, block, parallel = cfg["shape"], cfg["block"], cfg["parallel"]
+    nblocks = len(common.block_grid(shape, block))
+    gib = int(np.prod(shape)) / common.GiB
+    volume = common.make_volume(shape, seed=21)
+    arrays = [
+        (start, np.ascontiguousarray(volume[tuple(slice(a, b) for a, b in zip(start, stop))]))
+        for start, stop in common.block_grid(shape, block)
+    ]
+    del volume
+    ours, base, peer = [], [], []
+    with common.temp_dir("cpu") as tmp, common.ServerProcess(shape, latency=0.0, seed=21) as server:
+        dataset = server.info["dataset"]
+        check(rbfs_fill(server, tmp / "warm", block, parallel), nblocks, parallel, "rbfs")  # warm-up
+        h5_write(arrays, tmp / "warm-h5", dataset)
+        for i in range(repeats):
+            base.append(h5_write(arrays, tmp / f"h5-{i}", dataset) / gib)
+            common.empty_dir(tmp / f"h5-{i}")
+            r = rbfs_fill(server, tmp / f"rbfs-{i}", block, parallel)
+            check(r, nblocks, parallel, "rbfs")
+            ours.append(r["cpu"] / gib)
+            common.empty_dir(tmp / f"rbfs-{i}")
+            p = peer_fill(server, tmp / f"peer-{i}", block, parallel)
+            check(p, nblocks, parallel, "peer")
+            peer.append(p["cpu"] / gib)
+            common.empty_dir(tmp / f"peer-{i}")
+
+    metrics = [
+        common.ratio_metric(
+            "client CPU s/GiB vs h5py write only",
+            ours,
+            base,
+            op="<=",
+            target=1.5,
+            unit="s/GiB",
+            baseline_name="h5py write",
+            higher_is_better=False,
+        ),
+        common.ratio_metric(
+            "peer script CPU s/GiB vs h5py write (info)",
+            peer,
+            base,
+            op=None,
+            target=None,
+            unit="s/GiB",
+            baseline_name="h5py write",
+            higher_is_better=False,
+        ),
+    ]
+    params = {
+        "shape": shape,
+        "block": block,
+        "blocks": nblocks,
+        "gib": gib,
+        "max_parallel": parallel,
+        "repeats": repeats,
+        "rbfs_cpu_s_per_gib": common.summarize(ours),
+        "h5py_write_cpu_s_per_gib": common.summarize(base),
+        "peer_cpu_s_per_gib": common.summarize(peer),
+    }
+    return common.report("cpu_per_byte", "5. CPU per byte", metrics, params, args.quick)
+
+
+if __name__ == "__main__":
+    main()
