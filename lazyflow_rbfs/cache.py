@@ -408,7 +408,8 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         Parameters
         ----------
         max_parallel
-            Downloads in flight at once for this call (default: the fileset's ``max_parallel``).
+            Downloads in flight at once for this call (default: the fileset's ``max_parallel``). A
+            larger value also raises the fileset's limit on requests in flight to match.
         skip_preparation
             Accepted for upstream compatibility; block directories are created on demand.
         roi
@@ -476,6 +477,10 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         max_parallel = self.max_parallel if max_parallel is None else max_parallel
         if not isinstance(max_parallel, int) or max_parallel < 1:
             raise ValueError(f"max_parallel must be a positive integer, got {max_parallel!r}")
+        if max_parallel > self.max_parallel:
+            # Asking this call for more downloads at once than the fileset was opened with raises the
+            # fileset's limit on requests in flight to match.
+            self._remoteVolume.raise_max_parallel(max_parallel)
         if total is None:
             total = len(block_starts) if hasattr(block_starts, "__len__") else 0
         report = PrefetchReport(total=total)

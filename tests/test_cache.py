@@ -399,3 +399,21 @@ def test_report_failed_lists_blocks_and_compares_as_a_count():
     assert report.failed == [(0, 0, 8)] and report.failed != [(0, 0, 0)]
     clone = pickle.loads(pickle.dumps(report))
     assert isinstance(clone.failed, BlockList) and clone.failed == [(0, 0, 8)] and clone == report
+
+
+def test_download_all_blocks_max_parallel_is_honoured_above_the_fileset_default(server, tmp_path, volume):
+    server.pause()
+    desc = Path(server.write_description(tmp_path / "v.json", block_shape=(4, 16, 16), cache_dir="c"))
+    with RESTfulBlockwiseFileset(str(desc), max_parallel=2) as vol:
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (vol.downloadAllBlocks(5), done.set()))
+        t.start()
+        try:
+            # Five requests reach the paused server at once, although the fileset was opened with 2.
+            assert server.wait_for_in_flight(5, timeout=30)
+        finally:
+            server.resume()
+        t.join(60)
+        assert done.is_set()
+        np.testing.assert_array_equal(vol[...], volume)
+    assert server.max_in_flight == 5

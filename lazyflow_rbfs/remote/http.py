@@ -31,6 +31,32 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _CHUNK = 1 << 20
 
 
+class _Slots:
+    """A counting limit on requests in flight that can be raised while in use."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._cond:
+            while self._used >= self.limit:
+                self._cond.wait()
+            self._used += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._cond:
+            self._used -= 1
+            self._cond.notify()
+
+    def raise_to(self, limit: int) -> None:
+        with self._cond:
+            if limit > self.limit:
+                self.limit = limit
+                self._cond.notify_all()
+
+
 class _Session(requests.Session):
     """A session that reads its environment settings (proxies, CA bundle) once per host, not per request.
 
@@ -154,7 +180,7 @@ class HttpClient:
         self.backoff = float(backoff)
         self.max_parallel = max_parallel
         self._headers = {str(k): str(v) for k, v in (headers or {}).items()}
-        self._slots = threading.BoundedSemaphore(max_parallel)
+        self._slots = _Slots(max_parallel)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._sessions: dict[int, requests.Session] = {}
@@ -204,6 +230,11 @@ class HttpClient:
         # Close the session when its thread is gone, so short-lived threads leave no sockets behind.
         weakref.finalize(threading.current_thread(), _drop_session, weakref.ref(self), key)
         return session
+
+    def raise_max_parallel(self, max_parallel: int) -> None:
+        """Allow up to ``max_parallel`` requests in flight from now on (never lowers the limit)."""
+        self._slots.raise_to(max_parallel)
+        self.max_parallel = self._slots.limit
 
     def _forget_session(self, key: int) -> None:
         with self._lock:

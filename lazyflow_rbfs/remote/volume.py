@@ -320,6 +320,10 @@ class RESTfulVolume:
 
     # -- lifetime -------------------------------------------------------------------------------------
 
+    def raise_max_parallel(self, max_parallel: int) -> None:
+        """Allow up to ``max_parallel`` requests in flight from now on (never lowers the limit)."""
+        self._client.raise_max_parallel(max_parallel)
+
     def close(self) -> None:
         """Close the HTTP sessions. Idempotent; later downloads raise ``ClosedError``."""
         self._client.close()
