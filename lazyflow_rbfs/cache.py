@@ -299,21 +299,28 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         self._check_open()
         start, stop = self._check_roi(roi)
         out_array = self._output_array(start, stop, out_array)
-        self._ensure_blocks(geometry.iter_block_starts(start, stop, self.description.block_shape))
-        self._read_into(start, stop, out_array, check_status=False)
+        fresh = self._ensure_blocks(geometry.iter_block_starts(start, stop, self.description.block_shape))
+        # Blocks this call waited for are copied from memory, not read back from their new files.
+        self._read_into(start, stop, out_array, check_status=False, fresh=fresh)
         return out_array
 
-    def _ensure_blocks(self, block_starts: Iterable[tuple[int, ...]]) -> None:
-        """Return once every block in ``block_starts`` is available; raise the first failure."""
+    def _ensure_blocks(self, block_starts: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray]:
+        """Return once every block in ``block_starts`` is available; raise the first failure.
+
+        Returns the validated arrays of the blocks that were downloaded meanwhile, by block start.
+        """
         pending: list[tuple[tuple[int, ...], Future]] = []
         for block_start in block_starts:
             if self.getBlockStatus(block_start) != self.BLOCK_AVAILABLE:
                 pending.append((block_start, self._request_block(block_start, self._get_executor())))
         first_error: BaseException | None = None
+        fresh: dict[tuple[int, ...], np.ndarray] = {}
         for block_start, future in pending:
             while True:
                 try:
-                    future.result()
+                    _, data = future.result()
+                    if data is not None:
+                        fresh[block_start] = data
                     break
                 except _Abandoned:
                     # The fileset that was downloading it closed; fetch it ourselves.
@@ -325,6 +332,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                     break
         if first_error is not None:
             raise first_error
+        return fresh
 
     def _request_block(self, block_start: tuple[int, ...], executor: ThreadPoolExecutor) -> Future:
         key = self._paths(block_start).file_path
@@ -340,7 +348,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         self, block_start: tuple[int, ...], key: str, executor: ThreadPoolExecutor, wait_for_lock: bool
     ) -> None:
         try:
-            outcome = self._fetch_block(block_start, wait_for_lock)
+            outcome, data = self._fetch_block(block_start, wait_for_lock)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter through the future
             IN_FLIGHT.finish(key, exc=exc)
             return
@@ -351,22 +359,28 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             except RuntimeError as exc:  # executor shut down
                 IN_FLIGHT.finish(key, exc=_Abandoned(str(exc)))
             return
-        IN_FLIGHT.finish(key, result=outcome)
+        IN_FLIGHT.finish(key, result=(outcome, data))
 
-    def _fetch_block(self, block_start: tuple[int, ...], wait_for_lock: bool) -> str:
-        """Make one block available. Returns ``"downloaded"``, ``"present"`` or ``"busy"``."""
+    def _fetch_block(
+        self, block_start: tuple[int, ...], wait_for_lock: bool
+    ) -> tuple[str, np.ndarray | None]:
+        """Make one block available.
+
+        Returns ``("downloaded", data)`` with the published block's array, or ``("present", None)``
+        (someone else published it), or ``("busy", None)`` (another process holds its lock; not waited for).
+        """
         if self._closing:
             raise _Abandoned("the fileset was closed")
         if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
-            return "present"
+            return "present", None
         lock = self._block_lock(block_start)
         if wait_for_lock:
             lock.acquire(timeout=self.lock_timeout)
         elif not lock.acquire(blocking=False):
-            return "busy"
+            return "busy", None
         try:
             if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
-                return "present"
+                return "present", None
             disk_start, disk_stop = self._disk_block_roi(block_start)
             logger.debug(
                 "downloading block %s (disk %s)", block_start, geometry.roi_string(disk_start, disk_stop)
@@ -377,7 +391,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             lock.release()
         with self._counter_mutex:
             self.blocks_downloaded += 1
-        return "downloaded"
+        return "downloaded", data
 
     def _get_executor(self) -> ThreadPoolExecutor:
         self._check_open()
@@ -500,7 +514,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                         report.failed.append(block_start)
                         if len(report.errors) < MAX_ERROR_DETAILS:
                             report.errors[block_start] = f"{type(exc).__name__}: {exc}"
-                    elif owner and future.result() == "downloaded":
+                    elif owner and future.result()[0] == "downloaded":
                         report.downloaded += 1
                     else:
                         report.skipped += 1

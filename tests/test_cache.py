@@ -417,3 +417,13 @@ def test_download_all_blocks_max_parallel_is_honoured_above_the_fileset_default(
         assert done.is_set()
         np.testing.assert_array_equal(vol[...], volume)
     assert server.max_in_flight == 5
+
+
+def test_cold_read_copies_downloaded_blocks_from_memory_not_back_from_disk(desc, volume):
+    with RESTfulBlockwiseFileset(str(desc)) as vol:
+        got = vol.readData(((3, 10, 20), (20, 90, 70)))
+        assert vol._handles.open_count == 0  # nothing was read back from the files just written
+        np.testing.assert_array_equal(got, volume[3:20, 10:90, 20:70])
+        again = vol.readData(((3, 10, 20), (20, 90, 70)))  # warm: from the block files
+        assert vol._handles.open_count > 0
+        np.testing.assert_array_equal(again, got)
