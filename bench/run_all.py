@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("contention", "bench_contention.py"),
     ("scale", "bench_scale.py"),
     ("cpu_per_byte", "bench_cpu_per_byte.py"),
+    ("precomputed_peer", "bench_precomputed_peer.py"),
 ]
 
 

@@ -1,0 +1,424 @@
+"""Benchmark 6 — precomputed peer: rbfs vs cloud-volume on the same neuroglancer precomputed volume.
+
+The package's CutoutServer serves a random ``uint8`` volume as neuroglancer precomputed (``info`` + raw
+chunks) from a separate spawned process, with 10 ms injected latency per request, in two variants: chunks
+``gzip``-encoded for clients that accept it (the server's default; both clients do) and ``raw`` (no
+``Content-Encoding``). Both clients read the same chunk-aligned region; our local ``block_shape`` is the
+precomputed chunk size (z, y, x), so both fetch exactly the same chunks.
+
+* cold: a fresh cache directory each round. rbfs: ``describe_source`` + ``RESTfulBlockwiseFileset(desc,
+  max_parallel=16)`` (untimed), then ``readData(region)`` (timed; it includes rbfs's one ``info``
+  request). cloud-volume: ``CloudVolume("precomputed://http://…", cache=<fresh dir>, parallel=1,
+  green_threads=False, progress=False, fill_missing=False, lru_bytes=0)`` (untimed; fetches ``info``),
+  then ``vol[region]`` (timed) with 16 download threads (its thread pool constant, default 20, is set to
+  16 to match ``max_parallel``).
+* warm: the same region read again from the disk cache by a *fresh* fileset / CloudVolume object (built
+  untimed), so neither has open handles or memory caches from the cold read; the server's request
+  counter proves 0 requests for both.
+
+cloud-volume runs twice: with its defaults (its disk cache gzips raw chunks) and, as information, with
+``compress_cache=False``. Ratios are rbfs time / cloud-volume time (≤ 1.0: we are faster), targets ≤ 1×
+cold and warm against the default cloud-volume. The cloud-volume cutout is (x, y, z, c) in Fortran order;
+its (z, y, x) view is a zero-copy transpose outside the timed section (the comparison with the source is
+untimed for both).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import common
+import numpy as np
+
+from lazyflow_rbfs import RESTfulBlockwiseFileset
+from lazyflow_rbfs.describe import describe_source
+
+FULL = {
+    "shape": (256, 1024, 1024),
+    "start": (64, 256, 256),
+    "region": (128, 512, 512),
+    "chunk_zyx": (64, 64, 64),
+    "latency": 0.010,
+    "parallel": 16,
+    "repeats": 7,
+}
+QUICK = {
+    "shape": (64, 256, 256),
+    "start": (0, 64, 64),
+    "region": (64, 128, 128),
+    "chunk_zyx": (32, 64, 64),
+    "latency": 0.010,
+    "parallel": 16,
+    "repeats": 3,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The precomputed server in its own process (common.ServerProcess does not take PrecomputedSettings)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _server_main(conn: Any, spec: dict[str, Any]) -> None:
+    """Child process: serve ``make_volume(shape, seed)`` as precomputed; answer commands over ``conn``."""
+    try:
+        from lazyflow_rbfs.server import CutoutServer, PrecomputedSettings
+
+        volume = common.make_volume(spec["shape"], spec["seed"])
+        chunk_z, chunk_y, chunk_x = spec["chunk_zyx"]
+        settings = PrecomputedSettings(chunk_xyz=(chunk_x, chunk_y, chunk_z), scales=1, gzip=spec["gzip"])
+        server = CutoutServer(volume, latency=spec["latency"], precomputed=settings).start()
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        return
+    conn.send(("ready", {"precomputed_url": server.precomputed_url, "info": server.precomputed_info()}))
+    try:
+        while True:
+            try:
+                cmd = conn.recv()
+            except EOFError:
+                break
+            if cmd == "stop":
+                conn.send(("ok", None))
+                break
+            if cmd == "stats":
+                log = server.request_log
+                reply = {
+                    "requests": server.requests,
+                    "max_in_flight": server.max_in_flight,
+                    "bytes_sent": server.bytes_sent,
+                    "chunk_requests": sum(1 for r in log if not r.path.endswith("/info")),
+                    "errors": sum(1 for r in log if r.status != 200),
+                    "accept_gzip": sum(1 for r in log if "gzip" in r.headers.get("Accept-Encoding", "")),
+                }
+            elif cmd == "reset":
+                server.reset_stats()
+                reply = None
+            else:
+                conn.send(("error", f"unknown server command {cmd!r}"))
+                continue
+            conn.send(("ok", reply))
+    finally:
+        server.close()
+
+
+class PrecomputedServer:
+    """A CutoutServer serving precomputed in a spawned process; :meth:`call` ``"stats"`` / ``"reset"``."""
+
+    def __init__(
+        self, shape: Sequence[int], chunk_zyx: Sequence[int], *, latency: float, seed: int, gzip: bool
+    ) -> None:
+        self.spec = {
+            "shape": tuple(int(s) for s in shape),
+            "chunk_zyx": tuple(int(c) for c in chunk_zyx),
+            "latency": float(latency),
+            "seed": int(seed),
+            "gzip": bool(gzip),
+        }
+        self._proc: Any = None
+        self._conn: Any = None
+        self.info: dict[str, Any] = {}
+
+    def __enter__(self) -> PrecomputedServer:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_server_main, args=(child, self.spec), name="rbfs-bench-precomputed")
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        status, payload = self._conn.recv()
+        if status != "ready":
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"the precomputed server failed to start:\n{payload}")
+        self.info = payload
+        return self
+
+    def call(self, cmd: str) -> Any:
+        self._conn.send(cmd)
+        status, payload = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"server command {cmd!r} failed:\n{payload}")
+        return payload
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._proc is None:
+            return
+        try:
+            if self._proc.is_alive():
+                self.call("stop")
+        except (OSError, EOFError, RuntimeError):
+            pass
+        self._proc.join(timeout=30)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
+        self._conn.close()
+        self._proc = None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The clients
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _timed(server: PrecomputedServer, read: Any, arg: Any) -> tuple[Any, dict[str, Any]]:
+    """Run ``read(arg)`` with the server's counters reset; its result, wall and CPU seconds, server stats."""
+    server.call("reset")
+    c0, t0 = common.cpu_seconds(), time.perf_counter()
+    data = read(arg)
+    seconds, cpu = time.perf_counter() - t0, common.cpu_seconds() - c0
+    return data, {"seconds": seconds, "cpu": cpu, "stats": server.call("stats")}
+
+
+def rbfs_round(
+    server: PrecomputedServer, workdir: Path, cfg: dict[str, Any], source: np.ndarray | None
+) -> dict[str, Any]:
+    """Cold ``readData`` of the region into a fresh cache, then warm with a fresh fileset object."""
+    common.empty_dir(workdir)
+    workdir.mkdir(parents=True)
+    start = cfg["start"]
+    stop = tuple(a + n for a, n in zip(start, cfg["region"]))
+    desc = describe_source(
+        server.info["precomputed_url"],
+        workdir / "volume.json",
+        block_shape=cfg["chunk_zyx"],
+        cache_dir="cache",
+    )
+    out: dict[str, Any] = {}
+    for phase in ("cold", "warm"):
+        fs = RESTfulBlockwiseFileset(desc, max_parallel=cfg["parallel"])
+        try:
+            data, out[phase] = _timed(server, fs.readData, (start, stop))
+        finally:
+            fs.close()
+        if source is not None and not np.array_equal(data, source):
+            raise SystemExit(f"rbfs {phase} read does not equal the source voxels")
+        del data
+    return out
+
+
+def cloudvolume_round(
+    server: PrecomputedServer,
+    workdir: Path,
+    cfg: dict[str, Any],
+    source: np.ndarray | None,
+    compress_cache: bool | None = None,
+) -> dict[str, Any]:
+    """Cold ``vol[region]`` with cloud-volume's disk cache in a fresh dir, then warm with a fresh object.
+
+    ``compress_cache=None`` is cloud-volume's default (gzip the cached files of raw-encoded chunks).
+    """
+    from cloudvolume import CloudVolume
+
+    common.empty_dir(workdir)
+    workdir.mkdir(parents=True)
+    (z0, y0, x0) = cfg["start"]
+    (z1, y1, x1) = (a + n for a, n in zip(cfg["start"], cfg["region"]))
+    out: dict[str, Any] = {}
+    for phase in ("cold", "warm"):
+        vol = CloudVolume(  # fetches info (untimed, before the counters are reset)
+            "precomputed://" + server.info["precomputed_url"],
+            mip=0,
+            cache=str(workdir / "cache"),
+            compress_cache=compress_cache,
+            parallel=1,
+            green_threads=False,
+            progress=False,
+            fill_missing=False,
+            lru_bytes=0,
+        )
+        cutout, out[phase] = _timed(server, vol.__getitem__, np.s_[x0:x1, y0:y1, z0:z1])
+        # (x, y, z, c) Fortran order -> (z, y, x): a zero-copy view, outside the timed section.
+        data = np.asarray(cutout)[..., 0].transpose(2, 1, 0)
+        if source is not None and not np.array_equal(data, source):
+            raise SystemExit(f"cloud-volume {phase} read does not equal the source voxels")
+        del cutout, data, vol
+    return out
+
+
+CONTENDERS = {
+    "rbfs": ("rbfs", rbfs_round),
+    "cv": ("cloud-volume", cloudvolume_round),
+    "cv_plain": (
+        "cloud-volume, uncompressed cache",
+        lambda *a: cloudvolume_round(*a, compress_cache=False),
+    ),
+}
+
+
+def check(result: dict[str, Any], nchunks: int, parallel: int, who: str) -> None:
+    """Cold: one request per chunk, at most ``parallel`` in flight, no errors; warm: no requests at all."""
+    cold, warm = result["cold"]["stats"], result["warm"]["stats"]
+    if cold["chunk_requests"] != nchunks or cold["errors"]:
+        raise SystemExit(f"{who}: cold read made {cold} requests for {nchunks} chunks")
+    if cold["max_in_flight"] > parallel:
+        raise SystemExit(f"{who}: {cold['max_in_flight']} requests in flight, more than {parallel}")
+    if warm["requests"] != 0:
+        raise SystemExit(f"{who}: warm read made {warm['requests']} requests (expected 0: disk cache)")
+
+
+def run_variant(
+    cfg: dict[str, Any], gzip: bool, repeats: int, source: np.ndarray, seed: int, nchunks: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Every contender's rounds against one server (chunks gzip-encoded or raw)."""
+    results: dict[str, list[dict[str, Any]]] = {who: [] for who in CONTENDERS}
+    with (
+        common.temp_dir("precomputed") as tmp,
+        PrecomputedServer(
+            cfg["shape"], cfg["chunk_zyx"], latency=cfg["latency"], seed=seed, gzip=gzip
+        ) as server,
+    ):
+        # Warm-up (untimed, but checked): imports, first connections, the server's code paths.
+        for who, (name, fn) in CONTENDERS.items():
+            check(fn(server, tmp / f"warmup-{who}", cfg, source), nchunks, cfg["parallel"], name)
+            common.empty_dir(tmp / f"warmup-{who}")
+        names = list(CONTENDERS)
+        for i in range(repeats):
+            # Rotate who goes first; verify every read of the first round (untimed).
+            verify = source if i == 0 else None
+            for who in names[i % len(names) :] + names[: i % len(names)]:
+                name, fn = CONTENDERS[who]
+                r = fn(server, tmp / f"{who}-{i}", cfg, verify)
+                check(r, nchunks, cfg["parallel"], name)
+                results[who].append(r)
+                common.empty_dir(tmp / f"{who}-{i}")
+    return results
+
+
+def variant_metrics(
+    label: str, results: dict[str, list[dict[str, Any]]], nchunks: int
+) -> list[common.Metric]:
+    def series(who: str, phase: str, key: str = "seconds") -> list[float]:
+        return [r[phase][key] for r in results[who]]
+
+    kw: dict[str, Any] = {"unit": "s", "higher_is_better": False}
+    return [
+        common.ratio_metric(
+            f"{label}: cold read of {nchunks} chunks vs cloud-volume",
+            series("rbfs", "cold"),
+            series("cv", "cold"),
+            op="<=",
+            target=1.0,
+            baseline_name="cloud-volume",
+            **kw,
+        ),
+        common.ratio_metric(
+            f"{label}: warm re-read (disk cache) vs cloud-volume",
+            series("rbfs", "warm"),
+            series("cv", "warm"),
+            op="<=",
+            target=1.0,
+            baseline_name="cloud-volume",
+            note="0 requests each",
+            **kw,
+        ),
+        common.ratio_metric(
+            f"{label}: cold client CPU vs cloud-volume (info)",
+            series("rbfs", "cold", "cpu"),
+            series("cv", "cold", "cpu"),
+            op=None,
+            target=None,
+            baseline_name="cloud-volume",
+            **kw,
+        ),
+        common.ratio_metric(
+            f"{label}: cold vs cloud-volume, uncompressed cache (info)",
+            series("rbfs", "cold"),
+            series("cv_plain", "cold"),
+            op=None,
+            target=None,
+            baseline_name="cv plain",
+            **kw,
+        ),
+        common.ratio_metric(
+            f"{label}: warm vs cloud-volume, uncompressed cache (info)",
+            series("rbfs", "warm"),
+            series("cv_plain", "warm"),
+            op=None,
+            target=None,
+            baseline_name="cv plain",
+            **kw,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = common.parse_args(__doc__, argv)
+    cfg = QUICK if args.quick else FULL
+    repeats = args.repeats or cfg["repeats"]
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+    import cloudvolume
+    from cloudvolume.datasource.precomputed.image import rx as cv_rx
+
+    cv_default_threads = cv_rx.DEFAULT_THREADS
+    cv_rx.DEFAULT_THREADS = cfg["parallel"]  # cloud-volume's download thread pool, same as our max_parallel
+
+    seed = 6
+    start, region, chunk = cfg["start"], cfg["region"], cfg["chunk_zyx"]
+    if any(a % c or n % c for a, n, c in zip(start, region, chunk)):
+        raise SystemExit(f"region {start}+{region} is not aligned to the chunks {chunk}")
+    nchunks = int(np.prod([n // c for n, c in zip(region, chunk)]))
+    source = common.make_volume(cfg["shape"], seed)[tuple(slice(a, a + n) for a, n in zip(start, region))]
+    source = np.ascontiguousarray(source)
+
+    variants = {"gzip": True, "raw": False}
+    metrics: list[common.Metric] = []
+    params: dict[str, Any] = {
+        "volume_shape": cfg["shape"],
+        "region_start": start,
+        "region_shape": region,
+        "chunk_zyx": chunk,
+        "chunks": nchunks,
+        "latency_s": cfg["latency"],
+        "max_parallel": cfg["parallel"],
+        "cloudvolume_threads": cfg["parallel"],
+        "cloudvolume_default_threads": cv_default_threads,
+        "cloudvolume_version": cloudvolume.__version__,
+        "repeats": repeats,
+        "variants": {},
+    }
+    requests_lines = []
+    try:
+        for label, gzip in variants.items():
+            results = run_variant(cfg, gzip, repeats, source, seed, nchunks)
+            metrics += variant_metrics(label, results, nchunks)
+            params["variants"][label] = {
+                "server_gzip": gzip,
+                "seconds": {
+                    f"{who}_{phase}": [round(r[phase]["seconds"], 4) for r in rs]
+                    for who, rs in results.items()
+                    for phase in ("cold", "warm")
+                },
+                "cpu_seconds": {
+                    f"{who}_{phase}": [round(r[phase]["cpu"], 4) for r in rs]
+                    for who, rs in results.items()
+                    for phase in ("cold", "warm")
+                },
+                "requests_first_round": {
+                    who: {phase: rs[0][phase]["stats"] for phase in ("cold", "warm")}
+                    for who, rs in results.items()
+                },
+            }
+            for who, rs in results.items():
+                cold, warm = rs[0]["cold"]["stats"], rs[0]["warm"]["stats"]
+                requests_lines.append(
+                    f"  requests {label:<4} {CONTENDERS[who][0]:<33} cold {cold['requests']} "
+                    f"({cold['chunk_requests']} chunks, max in flight {cold['max_in_flight']}, "
+                    f"gzip accepted {cold['accept_gzip']}), warm {warm['requests']}"
+                )
+    finally:
+        cv_rx.DEFAULT_THREADS = cv_default_threads
+    entry = common.report("precomputed_peer", "6. Precomputed peer", metrics, params, args.quick)
+    for line in requests_lines:
+        print(line)
+    return entry
+
+
+if __name__ == "__main__":
+    main()
