@@ -267,6 +267,31 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _fault_count(text: str) -> int | str:
+    """A fault count: a positive integer, or ``"all"`` (every request, permanently)."""
+    if text.strip().lower() == "all":
+        return "all"
+    return _positive_int(text)
+
+
+def _fault_spec(text: str) -> tuple[int | str, float | None]:
+    """``N`` or ``N:VALUE`` (a status or seconds)."""
+    count, _, value = text.partition(":")
+    try:
+        number = float(value) if value else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N:NUMBER, found {text!r}") from None
+    return _fault_count(count), number
+
+
+def _match_spec(text: str) -> tuple[str, int]:
+    """``TEXT`` or ``TEXT:STATUS``."""
+    match, sep, status = text.rpartition(":")
+    if not sep or not status.isdigit():
+        return text, 404
+    return match, int(status)
+
+
 def _timeout_arg(text: str) -> float | tuple[float, float]:
     parts = text.split(",")
     if len(parts) not in (1, 2):
@@ -418,6 +443,37 @@ def _build_parser() -> _Parser:
     )
     p.add_argument("--block-shape", type=_shape_arg, metavar="Z,Y,X", help="block shape for --describe")
     p.add_argument("--cache-dir", metavar="DIR", help="cache directory (dataset_root_dir) for --describe")
+    p.add_argument(
+        "--format",
+        choices=("hdf5", "npz", "boss", "precomputed"),
+        default="hdf5",
+        help="remote format of the --describe description; boss and precomputed also switch those APIs "
+        "on (zyx volumes) (hdf5)",
+    )
+    faults = p.add_argument_group(
+        "fault injection (N: how many requests, or 'all')",
+        "Misbehave on purpose, to see retries, errors and recovery from the client side.",
+    )
+    faults.add_argument(
+        "--fail", type=_fault_spec, metavar="N[:STATUS]", help="answer N requests with STATUS (503)"
+    )
+    faults.add_argument(
+        "--fail-matching",
+        type=_match_spec,
+        metavar="TEXT[:STATUS]",
+        help="answer every request whose path contains TEXT with STATUS (404), permanently",
+    )
+    faults.add_argument("--truncate", type=_fault_count, metavar="N", help="cut N bodies off halfway")
+    faults.add_argument("--html", type=_fault_count, metavar="N", help="answer N requests with an HTML page")
+    faults.add_argument(
+        "--stall", type=_fault_spec, metavar="N[:SECONDS]", help="hold N responses SECONDS (until Ctrl-C)"
+    )
+    faults.add_argument(
+        "--wrong-shape", type=_fault_count, metavar="N", help="serve N regions of a wrong shape"
+    )
+    faults.add_argument(
+        "--wrong-dtype", type=_fault_count, metavar="N", help="serve N regions in a wrong dtype"
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = command("demo", "A self-contained tour: local server, cold and warm reads, prefetch, statistics.")
@@ -875,13 +931,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     axes = args.axes or _DEFAULT_AXES.get(ndim)
     if axes is None:
         raise UsageError(f"the volume has {ndim} axes: name them with --axes")
+    apis: dict[str, Any] = {}
+    if args.format in ("boss", "precomputed"):
+        if axes != "zyx":
+            raise UsageError(f"--format {args.format} serves zyx volumes; this one has axes {axes!r}")
+        from lazyflow_rbfs.server import BossSettings, PrecomputedSettings
+
+        apis = {"boss": BossSettings()} if args.format == "boss" else {"precomputed": PrecomputedSettings()}
     try:
-        server = CutoutServer(volume, axes=axes, host=args.host, port=args.port, latency=args.latency)
+        server = CutoutServer(volume, axes=axes, host=args.host, port=args.port, latency=args.latency, **apis)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     with server:
         print(f"serving {_fmt_shape(server.shape)} {server.dtype.name} ({server.axes}) at {server.url}")
         print(f"url_format: {server.url_format}")
+        if args.format == "precomputed":
+            print(f"precomputed: {server.precomputed_url}")
+        for line in _install_faults(server, args):
+            print(f"fault: {line}")
         if args.describe:
             block_shape = args.block_shape or _default_block_shape(server.shape)
             if len(block_shape) != len(server.shape):
@@ -889,7 +956,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                     f"--block-shape has {len(block_shape)} entries, "
                     f"but the volume has {len(server.shape)} axes"
                 )
-            server.write_description(args.describe, block_shape=block_shape, cache_dir=args.cache_dir)
+            server.write_description(
+                args.describe, block_shape=block_shape, cache_dir=args.cache_dir, format=args.format
+            )
             print(f"description: {os.path.abspath(args.describe)}")
             print(f"try: rbfs info {args.describe}")
         print("press Ctrl-C to stop", flush=True)
@@ -898,6 +967,43 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print(f"stopped after {server.requests} requests", flush=True)
     return EXIT_OK
+
+
+def _install_faults(server: Any, args: argparse.Namespace) -> list[str]:
+    """Add the fault rules asked for on the command line; return a line describing each."""
+    faults = server.faults
+    lines = []
+
+    def many(count: int | str) -> str:
+        return "every request" if count == "all" else f"the next {count} request(s)"
+
+    def n(count: int | str) -> int | None:  # the server's count: None is "permanently"
+        return None if count == "all" else int(count)
+
+    if args.fail:
+        count, status = args.fail
+        faults.fail_next(n(count), int(status or 503))
+        lines.append(f"HTTP {int(status or 503)} for {many(count)}")
+    if args.fail_matching:
+        match, status = args.fail_matching
+        faults.fail_matching(match, status)
+        lines.append(f"HTTP {status} for every path containing {match!r}")
+    for name, method, what in (
+        ("truncate", faults.truncate, "bodies cut off halfway"),
+        ("html", faults.html, "an HTML page with status 200"),
+        ("wrong_shape", faults.wrong_shape, "regions of the wrong shape"),
+        ("wrong_dtype", faults.wrong_dtype, "regions in the wrong dtype"),
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            method(n(value))
+            lines.append(f"{what} for {many(value)}")
+    if args.stall:
+        count, seconds = args.stall
+        faults.stall(n(count), seconds=seconds)
+        held = "until Ctrl-C" if seconds is None else f"{seconds:g} s"
+        lines.append(f"responses held {held} for {many(count)}")
+    return lines
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

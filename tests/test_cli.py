@@ -657,3 +657,70 @@ def test_verbose_before_or_after_the_command_enables_debug_logs(capsys, served, 
     assert "DEBUG" in err and "downloading block" in err
     code, _, err = _run(capsys, "prefetch", path, "--no-progress")
     assert code == 0 and err == ""  # quiet by default
+
+
+def _start_serve(tmp_path, *args):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lazyflow_rbfs", "serve", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=str(REPO),
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ctrl-C" in line:
+            break
+    return proc, lines
+
+
+def _stop_serve(proc):
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def test_serve_injects_faults_and_speaks_precomputed(capsys, volume, tmp_path):
+    npy = tmp_path / "vol.npy"
+    np.save(npy, volume)
+    desc = tmp_path / "flaky.json"
+    proc, lines = _start_serve(
+        tmp_path, npy, "--describe", desc, "--block-shape", "8,32,32", "--fail", "2:503", "--truncate", "1"
+    )
+    try:
+        assert any("fault: HTTP 503 for the next 2 request(s)" in line for line in lines), lines
+        assert any("fault: bodies cut off halfway for the next 1 request(s)" in line for line in lines), lines
+        # 503s are retried; the truncated block fails this prefetch and succeeds on the next one.
+        code, _, err = _run(capsys, "prefetch", desc, "--no-progress", "--retries", "3", "-j", "1")
+        assert code == 1 and "truncated" in err
+        code, out, err = _run(capsys, "prefetch", desc, "--no-progress", "--retries", "3")
+        assert code == 0, err
+        out_path = tmp_path / "all.npy"
+        assert _run(capsys, "read", desc, "--roi", ":,:,:", "-o", out_path)[0] == 0
+        np.testing.assert_array_equal(np.load(out_path), volume)
+        assert "requests" in _stop_serve(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    pc = tmp_path / "pc.json"
+    proc, lines = _start_serve(
+        tmp_path, npy, "--describe", pc, "--format", "precomputed", "--cache-dir", "pc"
+    )
+    try:
+        assert any(line.startswith("precomputed: http://127.0.0.1:") for line in lines), lines
+        out_path = tmp_path / "pc.npy"
+        code, _, err = _run(capsys, "read", pc, "--roi", "1:9,3:40,5:", "-o", out_path)
+        assert code == 0, err
+        np.testing.assert_array_equal(np.load(out_path), volume[1:9, 3:40, 5:])
+    finally:
+        _stop_serve(proc) if proc.poll() is None else None
+
+
+def test_serve_rejects_bad_fault_specs(capsys):
+    for args in (["--fail", "x"], ["--fail", "2:abc"], ["--truncate", "0"], ["--stall", "-1"]):
+        code, _, err = _run(capsys, "serve", *args)
+        assert code == 2, args
+        _assert_one_line_error(err, "")
