@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -100,16 +101,65 @@ def install(**fileset_options: Any) -> None:
     if _MARK in cls.__dict__:
         return
     originals = {name: cls.__dict__[name] for name in JSON_ATTEMPTS if name in cls.__dict__}
-    if not originals:
-        raise RuntimeError(
-            f"cannot hook {cls.__module__}.{cls.__name__}: expected at least one of "
-            f"{', '.join(JSON_ATTEMPTS)}, "
-            "found none (an ilastik version this package does not know)"
-        )
+    _check_layout(cls, originals)
     for name, original in originals.items():
         setattr(cls, name, _wrap(name, original))
     setattr(cls, _MARK, originals)
     logger.debug("installed the lazyflow_rbfs hook in %s (%s)", cls.__qualname__, ", ".join(originals))
+
+
+def _check_layout(cls: type, originals: dict[str, Any]) -> None:
+    """Refuse (``RuntimeError``) an ``OpInputDataReader`` whose ``.json`` attempts we do not recognise.
+
+    Expected, as in ilastik 1.4: methods ``_attemptOpenAs...(self, filePath)`` that ``setupOutputs`` (or
+    another method of the class) calls. A hook that patched methods nobody calls would do nothing,
+    silently; this check makes such an ilastik version fail at :func:`install` instead.
+    """
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    if not originals:
+        raise RuntimeError(
+            f"cannot hook {where}: expected at least one of {', '.join(JSON_ATTEMPTS)}, found none "
+            "(an ilastik version this package does not know)"
+        )
+    for name, original in originals.items():
+        try:
+            signature = inspect.signature(original)
+        except (TypeError, ValueError) as exc:
+            raise RuntimeError(f"cannot hook {where}.{name}: it is not a plain method ({exc})") from exc
+        required = [
+            p
+            for p in signature.parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if not inspect.isfunction(original) or len(required) != 2:
+            raise RuntimeError(
+                f"cannot hook {where}.{name}: expected a method taking (self, filePath), found "
+                f"{type(original).__name__} {name}{signature}"
+            )
+    if not _names_used_by(cls, exclude=set(originals)) & set(originals):
+        raise RuntimeError(
+            f"cannot hook {where}: none of its methods calls {', '.join(originals)} any more "
+            "(an ilastik version whose reader chain this package does not know)"
+        )
+
+
+def _names_used_by(cls: type, exclude: set[str]) -> set[str]:
+    """Attribute names that the methods of ``cls`` (and its bases), except ``exclude``, refer to."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        for attr, value in vars(klass).items():
+            if attr in exclude:
+                continue
+            function = getattr(value, "__func__", value)  # staticmethod and classmethod too
+            if inspect.isfunction(function):
+                function = inspect.unwrap(function)
+            code = getattr(function, "__code__", None)
+            todo = [code] if code is not None else []
+            while todo:
+                code = todo.pop()
+                names.update(code.co_names)
+                todo.extend(c for c in code.co_consts if inspect.iscode(c))
+    return names
 
 
 def uninstall() -> None:
@@ -206,6 +256,18 @@ def _ilastik_entry_point() -> tuple[str, Any]:
     return "main", module
 
 
+def _import_opengm_first() -> None:
+    """Import ``opengm`` (when present) before :func:`install` imports vigra, as ilastik's start-up does.
+
+    ilastik imports ``opengm`` before anything imports ``vigra`` (``app._import_opengm``: otherwise its
+    graph-cut thresholding is unavailable); :func:`install` imports vigra earlier than ilastik would.
+    """
+    try:
+        importlib.import_module("opengm")
+    except ImportError:
+        pass
+
+
 def _exit_status(code: Any) -> int:
     if code is None:
         return 0
@@ -232,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         kind, entry = _ilastik_entry_point()
         was_installed = installed()
+        _import_opengm_first()
         install()
     except ImportError as exc:
         sys.stderr.write(

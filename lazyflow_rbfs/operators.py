@@ -103,7 +103,14 @@ class OpRESTfulBlockwiseFilesetReader(Operator):
         A composite description with invalid content.
 
     Errors while reading (``DownloadError`` and the rest of :mod:`lazyflow_rbfs.errors`) are raised by
-    ``execute`` and reach the requester through lazyflow's request machinery.
+    ``execute``. lazyflow re-raises them in ``wait()``: as the same object when the waiter is a plain
+    thread (``op.Output[...].wait()``); as ``type(error)(error)`` — same class, the original as its first
+    argument — when a request waits on a request that has already failed. After a failed re-setup (a bad
+    path) ``Output`` is not ready, so requests fail with lazyflow's ``SlotNotReadyError`` until a good path
+    is set.
+
+    ``execute`` accepts what lazyflow passes: ``roi.start``/``roi.stop`` as ``TinyVector`` lists (or any
+    integer sequences), and a ``result`` that may be a strided view (``writeInto`` of a slice).
 
     Examples
     --------
@@ -137,6 +144,30 @@ class OpRESTfulBlockwiseFilesetReader(Operator):
     def setupOutputs(self) -> None:
         # lazyflow calls this only while no execute() is running, so closing the old fileset is safe.
         self._close_fileset()
+        try:
+            self._open_and_describe()
+        except BaseException:
+            self._close_fileset()
+            self._make_output_unready()
+            raise
+
+    def _make_output_unready(self) -> None:
+        """After a failed re-setup: no request may reach the closed fileset through a stale ``Output``.
+
+        lazyflow leaves an operator whose ``setupOutputs`` raised flagged as "setting up" (``execute``
+        waits for that flag to clear) and leaves its outputs as they were. An ``Output`` that was ready
+        before would so accept requests that wait forever. Disconnecting it (what lazyflow itself does to
+        force an output unready) makes requests fail at once with ``SlotNotReadyError`` until a good path
+        is set.
+        """
+        if not self.Output.ready():
+            return
+        try:
+            self.Output.disconnect()
+        except Exception:  # noqa: BLE001 - never hide the setup error that got us here
+            logger.warning("could not mark %s.Output unready after a failed setup", self.name, exc_info=True)
+
+    def _open_and_describe(self) -> None:
         path = os.fspath(self.DescriptionFilePath.value)
         if not os.path.exists(path):
             raise OpRESTfulBlockwiseFilesetReader.MissingDatasetError(
@@ -236,8 +267,13 @@ def _create_ours_first(cls: type, descriptionPath: str, mode: str):
 def _lazyflow_factory() -> type | None:
     try:
         from lazyflow.utility.io_util.blockwiseFileset import BlockwiseFilesetFactory
-    except ImportError:
-        logger.debug("lazyflow's BlockwiseFilesetFactory is not importable; nothing to register with")
+    except ImportError as exc:
+        # lazyflow itself is importable here (this module imported lazyflow.graph): an unknown layout.
+        logger.warning(
+            "lazyflow is importable but lazyflow.utility.io_util.blockwiseFileset.BlockwiseFilesetFactory "
+            "is not (%s); lazyflow's factory will not return lazyflow_rbfs filesets",
+            exc,
+        )
         return None
     return BlockwiseFilesetFactory
 

@@ -8,6 +8,7 @@ against a real lazyflow when it is importable (``RBFS_LAZYFLOW=real|double|auto`
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -129,6 +130,79 @@ def test_our_schemas_nobody_opens_end_as_unrecognized_not_name_error(double, mak
         make_reader().FilePath.setValue(files[kind])
 
 
+def test_reader_built_like_ilastiks_dataset_info(env, files, tmp_path, sample_array):
+    """FilesystemDatasetInfo: OpInputDataReader(graph=..., WorkingDirectory=..., FilePath=<relative>)."""
+    env.hook.install()
+    reader = env.input_reader_module.OpInputDataReader(
+        graph=env.Graph(), WorkingDirectory=str(tmp_path), FilePath=Path(files["composite"]).name
+    )
+    inner = reader.internalOperators[0]
+    meta = reader.Output.meta.copy()
+    np.testing.assert_array_equal(reader.Output[1:5, 2:9, 0:36].wait(), sample_array[1:5, 2:9, 0:36])
+    reader.cleanUp()
+    assert inner.fileset is None
+    assert tuple(meta.shape) == SAMPLE_SHAPE and [tag.key for tag in meta.axistags] == ["z", "y", "x"]
+    assert meta.dtype().nbytes == sample_array.dtype.itemsize
+
+
+def test_changing_the_path_cleans_up_our_operator(env, make_reader, files):
+    env.hook.install()
+    reader = make_reader()
+    reader.FilePath.setValue(files["composite"])
+    inner = reader.internalOperators[0]
+    fileset = inner.fileset
+    reader.FilePath.setValue(files["h5"])
+    assert fileset.closed and inner.fileset is None
+    assert not isinstance(reader.internalOperators[0], env.operators.OpRESTfulBlockwiseFilesetReader)
+
+
+class _NoJsonAttempts:
+    def setupOutputs(self):
+        return self._attemptOpenAsH5N5("x")
+
+    def _attemptOpenAsH5N5(self, filePath):
+        return [], None
+
+
+class _OtherSignature:
+    def setupOutputs(self):
+        return self._attemptOpenAsBlockwiseFileset("x", "y")
+
+    def _attemptOpenAsBlockwiseFileset(self, filePath, mode):
+        return [], None
+
+
+class _NeverCalled:
+    def setupOutputs(self):
+        return self._attemptOpenWithRegistry("x")
+
+    def _attemptOpenWithRegistry(self, filePath):
+        return [], None
+
+    def _attemptOpenAsBlockwiseFileset(self, filePath):  # left over, no longer part of the chain
+        return [], None
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [(_NoJsonAttempts, "found none"), (_OtherSignature, "(self, filePath)"), (_NeverCalled, "calls")],
+    ids=["no-json-attempts", "other-signature", "never-called"],
+)
+def test_unknown_reader_layouts_fail_loudly(env, monkeypatch, layout, message):
+    before = dict(vars(layout))
+    monkeypatch.setattr(env.hook, "_reader_class", lambda: layout)
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        env.hook.install()
+    assert dict(vars(layout)) == before, "a refused install must patch nothing"
+
+
+def test_the_current_reader_layout_is_recognised(env):
+    """The check itself accepts the OpInputDataReader at hand (real or double)."""
+    cls = env.input_reader_module.OpInputDataReader
+    originals = {n: cls.__dict__[n] for n in env.hook.JSON_ATTEMPTS if n in cls.__dict__}
+    env.hook._check_layout(cls, originals)
+
+
 def test_non_json_inputs_are_untouched(env, make_reader, files, sample_array):
     def open_h5():
         reader = make_reader()
@@ -185,7 +259,9 @@ def test_install_is_idempotent_and_uninstall_restores(env, make_reader, files):
 
 def test_headless_batch_on_a_description_equals_one_on_hdf5(double, files, tmp_path, sample_array):
     out_rbfs, out_h5 = tmp_path / "from_rbfs.h5", tmp_path / "from_h5.h5"
-    args = ["--headless", "--project=pc.ilp"]
+    project = tmp_path / "pc.ilp"
+    project.write_bytes(b"")  # ilastik refuses a --project that does not exist; the double does not read it
+    args = ["--headless", f"--project={project}"]
     assert (
         double.hook.main(
             ["--", *args, f"--raw_data={files['composite']}", f"--output_filename_format={out_rbfs}"]
@@ -197,6 +273,14 @@ def test_headless_batch_on_a_description_equals_one_on_hdf5(double, files, tmp_p
         np.testing.assert_array_equal(a["exported_data"][...], b["exported_data"][...])
         np.testing.assert_array_equal(a["exported_data"][...], sample_array)
     assert not double.hook.installed(), "main() must remove the hook it installed"
+
+
+def test_errors_escaping_ilastik_propagate_and_the_hook_is_removed(double, files, tmp_path):
+    with pytest.raises(RuntimeError, match="does not exist"):
+        double.hook.main(
+            ["--headless", f"--project={tmp_path / 'missing.ilp'}", f"--raw_data={files['composite']}"]
+        )
+    assert not double.hook.installed()
 
 
 def test_main_returns_ilastiks_exit_status(double, capsys):

@@ -171,9 +171,70 @@ def test_requests_run_execute_concurrently(lazyflow_env, make_op, composite_desc
 
     op.execute = spy
     np.testing.assert_array_equal(op.Output[...].wait(), sample_array)
-    assert all(contiguous for _, _, contiguous in seen)
+    assert seen
     if lazyflow_env.kind == "double":
         assert len(seen) > 1  # the double splits a big request into pieces on its worker threads
+
+
+def test_execute_gets_lazyflows_roi_vectors(make_op, composite_description_path, sample_array):
+    """lazyflow hands execute TinyVector lists (not numpy arrays); keys and start/stop both work."""
+    op = make_op(composite_description_path)
+    rois = []
+    original = op.execute
+
+    def spy(slot, subindex, roi, result):
+        rois.append((roi.start, roi.stop))
+        return original(slot, subindex, roi, result)
+
+    op.execute = spy
+    np.testing.assert_array_equal(op.Output[3, 5:9, ...].wait(), sample_array[3:4, 5:9, :])
+    np.testing.assert_array_equal(op.Output([1, 2, 3], [4, 5, 6]).wait(), sample_array[1:4, 2:5, 3:6])
+    assert rois and all(isinstance(a, list) and isinstance(b, list) for a, b in rois)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [np.s_[-2:, 0:4, 0:4], np.s_[0:4, 0:4, 30:99], np.s_[0:4, -1, 0:4]],
+    ids=["negative-start", "past-the-end", "negative-int"],
+)
+def test_keys_lazyflow_does_not_clip_raise_out_of_bounds(make_op, composite_description_path, key):
+    """lazyflow passes negative and out-of-range keys through unchanged: an error, never wrong data."""
+    op = make_op(composite_description_path)
+    with pytest.raises(Exception) as info:
+        op.Output[key].wait()
+    assert _rbfs_error(info.value, errors.OutOfBoundsError) is not None, repr(info.value)
+
+
+def test_write_into_non_contiguous_arrays(make_op, composite_description_path, sample_array):
+    """Caches and exporters writeInto slices of bigger arrays: execute then gets a non-contiguous view."""
+    op = make_op(composite_description_path)
+    contiguous = []
+    original = op.execute
+
+    def spy(slot, subindex, roi, result):
+        contiguous.append(result.flags.c_contiguous)
+        return original(slot, subindex, roi, result)
+
+    op.execute = spy
+    fortran = np.zeros(SAMPLE_SHAPE, dtype=sample_array.dtype, order="F")
+    op.Output[...].writeInto(fortran).wait()
+    np.testing.assert_array_equal(fortran, sample_array)
+
+    big = np.zeros((*SAMPLE_SHAPE, 3), dtype=sample_array.dtype)
+    op.Output[2:18, 0:40, 3:30].writeInto(big[2:18, :, 3:30, 1]).wait()
+    np.testing.assert_array_equal(big[2:18, :, 3:30, 1], sample_array[2:18, :, 3:30])
+    assert not big[..., 0].any() and not big[..., 2].any(), "wrote outside the destination view"
+    assert not all(contiguous), "the check can fail: some execute call must have seen a strided array"
+
+
+def test_metadata_is_what_ilastik_computes_with(make_op, composite_description_path, sample_array):
+    """OpInputDataReader calls meta.dtype().nbytes and getTaggedShape(); MetaDict compares values with !=."""
+    op = make_op(composite_description_path)
+    meta = op.Output.meta
+    assert isinstance(meta.dtype, type) and meta.dtype().nbytes == sample_array.dtype.itemsize
+    assert dict(meta.getTaggedShape()) == dict(zip("zyx", SAMPLE_SHAPE))
+    for key, value in dict(meta).items():
+        assert not isinstance(value, np.ndarray), f"meta.{key} is a numpy array: lazyflow cannot compare it"
 
 
 def test_concurrent_reads_from_many_threads(make_op, composite_description_path, sample_array, cutout_server):
@@ -298,6 +359,51 @@ def test_new_path_marks_the_output_dirty(make_op, cutout_server, tmp_path):
     assert tuple(op.Output.meta.ideal_blockshape) == (4, 8, 8)
 
 
+def test_operator_builds_as_a_child_and_is_cleaned_up_with_its_parent(
+    lazyflow_env, composite_description_path
+):
+    """Op(parent=...) with our keyword (as OpInputDataReader and OperatorWrapper build readers)."""
+    operators = lazyflow_env.operators
+    parent = operators.OpRESTfulBlockwiseFilesetReader(graph=lazyflow_env.Graph())
+    child = operators.OpRESTfulBlockwiseFilesetReader(parent=parent, fileset_options={"max_parallel": 3})
+    assert child.parent is parent and child.graph is parent.graph
+    child.DescriptionFilePath.setValue(str(composite_description_path))
+    assert child.fileset.max_parallel == 3
+    fileset = child.fileset
+    parent.cleanUp()
+    assert fileset.closed and child.fileset is None
+
+
+def test_failed_resetup_fails_requests_fast_instead_of_hanging(make_op, composite_description_path, tmp_path):
+    """lazyflow leaves an operator whose setupOutputs raised flagged "setting up": requests would wait
+    for ever on a stale, ready Output. Ours is made unready, so they fail at once until a good path."""
+    op = make_op(composite_description_path)
+    op.Output[0:2, 0:2, 0:2].wait()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"_schema_name": "tiled-volume-description", "_schema_version": 1.0}))
+    with pytest.raises(errors.SchemaError):
+        op.DescriptionFilePath.setValue(str(other))
+    assert op.fileset is None and not op.Output.ready()
+
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            op.Output[0:2, 0:2, 0:2].wait()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=20)  # deadlock guard only
+    assert not reader.is_alive(), "a request on the failed operator hung"
+    assert outcome and outcome[0] is not None and "ready" in str(outcome[0]).lower(), outcome
+
+    op.DescriptionFilePath.setValue(str(composite_description_path))  # recovers
+    assert op.Output[0:2, 0:2, 0:2].wait().shape == (2, 2, 2)
+
+
 # --------------------------------------------------------------------------------------------------- errors
 
 
@@ -346,6 +452,45 @@ def test_download_errors_reach_the_requester(make_op, make_cutout_server, tmp_pa
 
     server.faults.clear()  # the server recovers: the same request now returns the data, not zeros
     np.testing.assert_array_equal(op.Output[key].wait(), sample_array[key])
+
+
+def test_errors_survive_lazyflows_re_raise_from_inside_a_request(
+    lazyflow_env, make_op, make_cutout_server, tmp_path
+):
+    """A request that waits on an already-failed request gets ``type(exc)(exc)`` from lazyflow: our error
+    types must be constructible that way, and ours stays reachable (as the first argument)."""
+    server = make_cutout_server()
+    path = server.write_description(tmp_path / "v.json", block_shape=SAMPLE_BLOCK, cache_dir="c")
+    op = make_op(path, **FAST)
+    server.faults.fail_matching("/", status=503)
+    failing = op.Output[0:3, 0:4, 0:5]
+    with pytest.raises(errors.DownloadError) as first:
+        failing.wait()
+    Request = lazyflow_env.request_module.Request
+    outer = Request(failing.wait)
+    outer.submit()
+    with pytest.raises(errors.DownloadError) as second:
+        outer.wait()
+    ours = _rbfs_error(second.value, errors.DownloadError)
+    assert ours is not None and ours.status == 503 and ours.url == first.value.url
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.DownloadError("m", url="http://127.0.0.1/x", status=503),
+        errors.RemoteTimeoutError("m", url="http://127.0.0.1/x"),
+        errors.InvalidResponseError("m", url="http://127.0.0.1/x", status=200),
+        errors.OutOfBoundsError("m"),
+        errors.ClosedError("m"),
+        errors.LockTimeoutError("m", path="/tmp/x.lock"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_execute_errors_can_be_re_created_by_lazyflow(error):
+    """``exc_type(exc_value)`` (lazyflow's re-raise) must build an error of the same type, not a TypeError."""
+    again = type(error)(error)
+    assert type(again) is type(error) and again.args[0] is error
 
 
 def test_reading_after_cleanup_is_an_error(lazyflow_env, make_op, composite_description_path):

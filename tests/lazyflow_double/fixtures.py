@@ -29,6 +29,7 @@ class LazyflowEnv:
     factory_module: ModuleType  # lazyflow.utility.io_util.blockwiseFileset
     json_config: ModuleType  # lazyflow.utility.jsonConfig
     input_reader_module: ModuleType  # lazyflow.operators.ioOperators.opInputDataReader
+    request_module: ModuleType  # lazyflow.request
 
     def Graph(self):  # noqa: N802 - mirrors lazyflow's name
         return self.graph.Graph()
@@ -83,6 +84,7 @@ def lazyflow_env(request):
             factory_module=importlib.import_module("lazyflow.utility.io_util.blockwiseFileset"),
             json_config=importlib.import_module("lazyflow.utility.jsonConfig"),
             input_reader_module=importlib.import_module("lazyflow.operators.ioOperators.opInputDataReader"),
+            request_module=importlib.import_module("lazyflow.request"),
         )
         yield env
     finally:

@@ -1,14 +1,20 @@
-"""The Operator base class.
+"""The Operator base class, modelled on ``lazyflow/operator.py``.
 
-Modelled from lazyflow's contract: slots are class attributes, copied per instance; construction needs a
-``graph`` or a ``parent``; after ``__init__`` finishes, default input values are set and ``setupOutputs``
-runs once every non-optional input is ready; ``setupOutputs`` waits until no ``execute`` is running and
-``execute`` waits while ``setupOutputs`` runs; ``cleanUp`` disconnects the operator and cleans up its
-children.
-
-As in lazyflow, an exception raised by ``setupOutputs`` propagates, the operator stays flagged as "setting
-up" (so a later ``execute`` blocks until a successful ``setupOutputs``), and the outputs keep the ready
-state they had.
+* Slots are class attributes, copied per instance; construction needs a ``graph`` or a ``parent``
+  (``Operator.__init__(self, parent=None, graph=None)``: a positional argument is the *parent*).
+* The metaclass calls ``__init__`` inside ``try``: any exception raised by an ``__init__`` reaches the
+  caller as a ``RuntimeError`` ("Could not create instance of ..."), not as itself. ``_after_init`` runs
+  after that ``try``: it sets default input values and runs ``setupOutputs`` once every non-optional
+  input is ready, and its exceptions propagate unchanged.
+* ``_setupOutputs`` waits until no ``execute`` is running and ``execute`` waits while ``setupOutputs``
+  runs. An exception raised by ``setupOutputs`` propagates, **leaves the operator flagged as "setting
+  up"** (so a later ``execute`` blocks until a successful ``setupOutputs``) and leaves the outputs as
+  they were: an output that was ready keeps its old metadata and stays ready.
+* After a successful ``setupOutputs`` every output without an upstream becomes ready, unless its
+  ``meta.NOTREADY`` is set (then it is disconnected, i.e. made unready); the old and new metadata are
+  compared with ``!=`` (which raises for numpy arrays in ``meta``).
+* ``cleanUp`` disconnects the operator and its children, refuses (``RuntimeError``) while an output still
+  feeds an operator that is not ``externally_managed``, then cleans up the children.
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ from lazyflow.slot import InputSlot, OutputSlot, Slot
 
 class _OperatorMeta(type):
     def __call__(cls, *args, **kwargs):
-        instance = super().__call__(*args, **kwargs)
+        try:
+            instance = super().__call__(*args, **kwargs)
+        except Exception as exc:
+            raise RuntimeError(
+                f"Could not create instance of '{cls}'\nargs   = {args}\nkwargs = {kwargs}\n"
+                f"The exception was:\n{exc}"
+            ) from None
         instance._after_init()
         return instance
 
@@ -35,6 +47,8 @@ class Operator(metaclass=_OperatorMeta):
             cls.name = cls.__name__
 
     def __init__(self, parent: Operator | None = None, graph=None) -> None:
+        if not (parent is None or isinstance(parent, Operator)):
+            raise Exception(f"parent of operator name='{self.name}' must be an operator, not {parent!r}")
         if parent is None and graph is None:
             raise Exception("Operator.__init__(): parent and graph can't both be None")
         if parent is not None and graph is not None and graph is not parent.graph:
@@ -50,6 +64,7 @@ class Operator(metaclass=_OperatorMeta):
         self._cleaningUp = False
         self._initialized = False
         self._setup_count = 0
+        self.externally_managed = False
         templates: dict[str, Slot] = {}
         for klass in reversed(type(self).__mro__):
             for attr in vars(klass).values():
@@ -69,10 +84,10 @@ class Operator(metaclass=_OperatorMeta):
         object.__setattr__(self, name, value)
 
     def _after_init(self) -> None:
-        self._initialized = True
         for slot in self.inputs.values():
             if slot._value is None and slot.upstream_slot is None and slot._defaultValue is not None:
                 slot.setValue(slot._defaultValue)
+        self._initialized = True
         self._setupOutputs()
 
     @property
@@ -93,13 +108,25 @@ class Operator(metaclass=_OperatorMeta):
             while self._executionCount > 0:
                 self._condition.wait()
             self._settingUp = True
-            self.setupOutputs()  # an exception leaves _settingUp set, as in lazyflow
+            old_metadata = {slot: slot.meta.copy() for slot in self.outputs.values()}
+            self.setupOutputs()  # an exception leaves _settingUp set and the outputs as they were
             self._setup_count += 1
             self._settingUp = False
             self._condition.notify_all()
-        for slot in self.outputs.values():
-            if slot.upstream_slot is None:
-                slot.meta._ready = True
+        try:
+            for slot in self.outputs.values():
+                if slot.upstream_slot is None:
+                    if slot.meta.NOTREADY:
+                        slot.disconnect()
+                    else:
+                        slot.meta._ready = True
+            for slot in self.outputs.values():
+                _ = old_metadata[slot] != slot.meta  # lazyflow compares to decide whether to notify
+        except BaseException:
+            for slot in self.outputs.values():
+                if slot.upstream_slot is None:
+                    slot.disconnect()
+            raise
 
     def setupOutputs(self) -> None:
         for slot in self.outputs.values():
@@ -109,13 +136,13 @@ class Operator(metaclass=_OperatorMeta):
                     "so you must override setupOutputs()"
                 )
 
-    def call_execute(self, slot, subindex, roi, result):
+    def call_execute(self, slot, subindex, roi, result, **kwargs):
         with self._condition:
             while self._settingUp:
                 self._condition.wait()
             self._executionCount += 1
         try:
-            return self.execute(slot, subindex, roi, result)
+            return self.execute(slot, subindex, roi, result, **kwargs)
         finally:
             with self._condition:
                 self._executionCount -= 1
@@ -146,7 +173,9 @@ class Operator(metaclass=_OperatorMeta):
         self._disconnect()
         for slot in list(self.inputs.values()) + list(self.outputs.values()):
             partners = [
-                p for p in slot.downstream_slots if p.operator is not None and not p.operator._cleaningUp
+                p
+                for p in slot.downstream_slots
+                if p.operator is not None and not p.operator.externally_managed
             ]
             if partners:
                 raise RuntimeError(

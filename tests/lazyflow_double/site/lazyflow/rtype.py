@@ -1,10 +1,12 @@
-"""Region-of-interest types (only ``SubRegion``, the one array slots use)."""
+"""Region-of-interest types (only ``SubRegion``, the one array slots use).
+
+As in ``lazyflow/rtype.py``: ``start``/``stop`` are :class:`~lazyflow.roi.TinyVector` (a list subclass),
+built with ``sliceToRoi`` from a key, or ``TinyVector(start)``/``TinyVector(stop)`` when given directly.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-
-from lazyflow.roi import roiToSlice, sliceToRoi
+from lazyflow.roi import TinyVector, roiToSlice, sliceToRoi
 
 
 class Roi:
@@ -13,8 +15,6 @@ class Roi:
 
 
 class SubRegion(Roi):
-    """``start``/``stop`` are 1-D int64 numpy vectors (never lists) in the slot's coordinates."""
-
     def __init__(self, slot, start=None, stop=None, pslice=None) -> None:
         super().__init__(slot)
         if pslice is not None or (start is not None and stop is None):
@@ -22,16 +22,14 @@ class SubRegion(Roi):
         elif start is None:
             self.start, self.stop = sliceToRoi(slice(None), slot.meta.shape)
         else:
-            self.start = np.array(start, dtype=np.int64).reshape(-1)
-            self.stop = np.array(stop, dtype=np.int64).reshape(-1)
-        if self.start.shape != self.stop.shape:
-            raise ValueError(f"roi start {self.start} and stop {self.stop} differ in length")
+            self.start = TinyVector(start)
+            self.stop = TinyVector(stop)
         self.dim = len(self.start)
 
     def toSlice(self) -> tuple[slice, ...]:
         return roiToSlice(self.start, self.stop)
 
     def __str__(self) -> str:
-        return f"SubRegion: start '{list(self.start)}' stop '{list(self.stop)}'"
+        return f"Subregion: start '{self.start}' stop '{self.stop}'"
 
     __repr__ = __str__

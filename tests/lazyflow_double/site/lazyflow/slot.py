@@ -1,15 +1,23 @@
-"""Input and output slots.
-
-Modelled from lazyflow's contract:
+"""Input and output slots, modelled on ``lazyflow/slot.py`` and ``lazyflow/stype.py``.
 
 * ``InputSlot.setValue(v)`` stores ``v`` (nothing happens if it equals the current value, unless
   ``check_changed=False``), runs the operator's ``setupOutputs`` synchronously (its exception propagates to
   the caller) and then marks the input dirty, which calls the operator's ``propagateDirty``.
-* ``OutputSlot[key]`` / ``OutputSlot(start, stop)`` return a :class:`~lazyflow.request.Request`; ``wait()``
-  allocates a C-contiguous result of the slot's dtype (or uses the array given to ``writeInto``), splits a
-  big roi into pieces and runs the operator's ``execute`` for them concurrently on the worker pool. A failed
-  piece fails the whole request: the waiter gets an exception of the same type whose ``__cause__`` is the
-  one ``execute`` raised (lazyflow re-raises ``exc_type(exc_value)`` when a request waits on a failed one).
+* ``OutputSlot[key]`` / ``OutputSlot(start, stop)`` build a ``SubRegion`` (``start``/``stop`` are
+  ``TinyVector`` lists, negative or out-of-range keys are passed through unchanged, see ``lazyflow.roi``)
+  and return a :class:`~lazyflow.request.Request`. Its workload allocates ``numpy.ndarray(stop - start,
+  dtype=meta.dtype)`` (C order, uninitialised) or uses the array given to ``writeInto`` **as it is** —
+  a non-contiguous view (e.g. a slice of a bigger array, as lazyflow's caches and exporters pass) reaches
+  ``execute`` unchanged. A ``writeInto`` array of another dtype fails an assertion, as in lazyflow.
+* Real lazyflow calls ``execute`` once per request. To put concurrency on ``execute`` (as a blockwise cache
+  or an exporter downstream of a reader does), the double splits a big request into pieces along its first
+  axis longer than 1 and runs them on the worker pool, each piece writing into its view of the destination.
+  The requester waits as a "foreign" (non-worker) thread, so a failed piece re-raises **the original
+  exception object** (``raise_with_traceback(exc_value, tb)`` in lazyflow); see ``lazyflow.request`` for
+  the one path that re-creates it instead.
+* A result returned by ``execute`` must be an ``ndarray`` of the roi's shape (lazyflow's
+  ``check_result_valid`` raises ``InvalidResult``, a ``ValueError``); if it is not the destination it is
+  copied into it.
 * An output connected to another output forwards requests and shows the upstream metadata.
 """
 
@@ -122,6 +130,16 @@ class Slot:
 
 
 class InputSlot(Slot):
+    def setOrConnect(self, value_or_slot) -> None:
+        if isinstance(value_or_slot, Slot):
+            self.connect(value_or_slot)
+        else:
+            self.setValue(value_or_slot)
+
+    def setOrConnectIfAvailable(self, value_or_slot) -> None:
+        if value_or_slot is not None:
+            self.setOrConnect(value_or_slot)
+
     def setValue(self, value, notify: bool = True, check_changed: bool = True, extra_meta=None) -> None:
         if isinstance(value, Slot):
             raise TypeError("When using setValue, value cannot be a slot. Use connect instead.")
@@ -132,6 +150,10 @@ class InputSlot(Slot):
         if check_changed and self._value is not None and _same(value, self._value):
             return
         self._value = value
+        if isinstance(value, np.ndarray):  # lazyflow's ArrayLike.setupMetaForValue
+            self.meta.shape, self.meta.dtype = value.shape, value.dtype.type
+        else:
+            self.meta.shape, self.meta.dtype = (1,), object
         self.meta._ready = value is not None
         for key, item in (extra_meta or {}).items():
             setattr(self.meta, key, item)
@@ -140,6 +162,17 @@ class InputSlot(Slot):
             operator._setupOutputs()
             if operator.configured():
                 self.setDirty(slice(None))
+
+    def __call__(self, *args, **kwargs):
+        """A request for a roi of the upstream slot (an input relays to what it is connected to)."""
+        if self.upstream_slot is None:
+            raise Slot.SlotNotReadyError(f"input slot {self.name} is not connected to an upstream slot")
+        return self.upstream_slot(*args, **kwargs)
+
+    def __getitem__(self, key):
+        if self.upstream_slot is None:
+            raise Slot.SlotNotReadyError(f"input slot {self.name} is not connected to an upstream slot")
+        return self.upstream_slot[key]
 
     @property
     def value(self):
@@ -237,39 +270,32 @@ class OutputSlot(Slot):
             downstream.setDirty(roi) if roi is not None else downstream.setDirty(slice(None))
 
 
-def _pieces(start: np.ndarray, stop: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+class InvalidResult(ValueError):
+    """``execute`` returned something that is not an array of the roi's shape (lazyflow's stype error)."""
+
+
+def _pieces(start, stop) -> list[tuple[list[int], list[int]]]:
     """Split a roi along its first axis longer than 1 into up to ``Request.num_workers`` pieces."""
-    shape = stop - start
+    start = [int(a) for a in start]
+    stop = [int(b) for b in stop]
+    shape = [b - a for a, b in zip(start, stop)]
     if int(np.prod(shape)) < Request.split_threshold or Request.num_workers < 2:
         return [(start, stop)]
     axes = [i for i, n in enumerate(shape) if n > 1]
     if not axes:
         return [(start, stop)]
     axis = axes[0]
-    bounds = np.linspace(start[axis], stop[axis], min(int(shape[axis]), Request.num_workers) + 1).astype(
-        np.int64
-    )
+    bounds = np.linspace(start[axis], stop[axis], min(shape[axis], Request.num_workers) + 1).astype(np.int64)
     pieces = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        piece_start, piece_stop = start.copy(), stop.copy()
-        piece_start[axis], piece_stop[axis] = a, b
+        piece_start, piece_stop = list(start), list(stop)
+        piece_start[axis], piece_stop[axis] = int(a), int(b)
         pieces.append((piece_start, piece_stop))
     return pieces
 
 
-def _reraise_wrapped(exc: BaseException):
-    """Raise like lazyflow does when a request waits on a failed one: same type, original as the cause."""
-    try:
-        wrapped = type(exc)(exc)
-    except Exception:  # noqa: BLE001 - a type that cannot be built from its instance: raise the original
-        wrapped = None
-    if wrapped is None:
-        raise exc
-    raise wrapped.with_traceback(exc.__traceback__) from exc
-
-
 class _SlotExecution:
-    """The workload of a slot request: allocate, split, execute the pieces, assemble."""
+    """The workload of a slot request: allocate, (split,) execute, check."""
 
     def __init__(self, slot: OutputSlot, roi: SubRegion) -> None:
         self.slot = slot
@@ -278,51 +304,44 @@ class _SlotExecution:
     def __call__(self, destination=None):
         slot = self.slot
         start, stop = self.roi.start, self.roi.stop
-        shape = tuple(int(n) for n in stop - start)
         dtype = slot.meta.dtype
         if destination is None:
-            destination = np.empty(shape, dtype=dtype)
-        else:
-            if tuple(destination.shape) != shape:
-                raise ValueError(
-                    f"destination shape {destination.shape} does not match the roi shape {shape}"
-                )
-            if dtype is not None and np.dtype(destination.dtype) != np.dtype(dtype):
-                raise ValueError(
-                    f"Can't provide a destination array of the wrong dtype. Slot generates "
-                    f"{np.dtype(dtype)}, but you gave {destination.dtype}"
+            destination = np.ndarray(tuple(stop - start), dtype=dtype)
+        elif dtype is not None and hasattr(destination, "dtype"):
+            if not dtype == destination.dtype:
+                raise AssertionError(
+                    f"Can't provide a destination array of the wrong dtype.  Slot generates {dtype}, "
+                    f"but you gave {destination.dtype}"
                 )
         pieces = _pieces(start, stop)
         pool = Request.global_pool()
         if len(pieces) == 1 or pool is None or Request.in_worker_thread():
             for piece_start, piece_stop in pieces:
-                self._run_piece(piece_start, piece_stop, destination, dtype)
+                self._run_piece(piece_start, piece_stop, destination)
             return destination
-        futures = [
-            pool.submit(functools.partial(self._run_piece, a, b, destination, dtype)) for a, b in pieces
-        ]
+        futures = [pool.submit(functools.partial(self._run_piece, a, b, destination)) for a, b in pieces]
         concurrent.futures.wait(futures)
         for future in futures:
             exc = future.exception()
             if exc is not None:
-                _reraise_wrapped(exc)
+                raise exc  # the original object, as a foreign-thread wait in lazyflow raises it
         return destination
 
-    def _run_piece(self, piece_start, piece_stop, destination, dtype) -> None:
+    def _run_piece(self, piece_start, piece_stop, destination) -> None:
         slot = self.slot
         operator = slot.operator
         local = tuple(
-            slice(int(a - s), int(b - s)) for a, b, s in zip(piece_start, piece_stop, self.roi.start)
+            slice(int(a) - int(s), int(b) - int(s))
+            for a, b, s in zip(piece_start, piece_stop, self.roi.start)
         )
-        view = destination[local]
-        buffer = view if view.flags.c_contiguous else np.empty(view.shape, dtype=view.dtype)
+        view = destination[local]  # possibly non-contiguous: passed on as it is
         roi = SubRegion(slot, start=piece_start, stop=piece_stop)
-        result = operator.call_execute(slot, (), roi, buffer)
-        if result is not None and result is not buffer:
-            if tuple(np.shape(result)) != tuple(buffer.shape):
-                raise ValueError(
-                    f"{operator.name}.execute returned shape {np.shape(result)} for roi shape {buffer.shape}"
-                )
-            buffer[...] = result
-        if buffer is not view:
-            view[...] = buffer
+        result = operator.call_execute(slot, (), roi, view)
+        if result is None:
+            return
+        if not isinstance(result, np.ndarray):
+            raise InvalidResult(f"Result of type {type(result).__name__} is not supported")
+        if tuple(result.shape) != tuple(view.shape):
+            raise InvalidResult(f"Result has shape {result.shape}, but expected {view.shape}")
+        if result is not view:
+            view[...] = result

@@ -1,10 +1,16 @@
 """Requests on a fixed pool of worker threads (lazyflow runs them as greenlets on such a pool).
 
-Modelled behaviour:
+Modelled from ``lazyflow/request/request.py``:
 
-* ``Request(fn).wait()`` from a thread that never submitted it runs ``fn`` directly in that thread, and an
-  exception propagates unchanged (lazyflow's direct-execution path for "foreign" threads).
+* ``Request(fn).wait()`` on a request nobody started runs ``fn`` directly in the waiting thread.
 * ``submit()`` hands it to the pool; ``wait()`` then blocks until a worker finished it.
+* How a failure reaches the waiter: a wait from a "foreign" (non-worker) thread, and a wait that had to
+  block or run the request itself, re-raise **the original exception object**
+  (``raise_with_traceback(exc_value, tb)``). A wait *from inside another request* (here: from a worker
+  thread) on a request that had **already failed** raises ``type(exc)(exc)`` instead
+  (``raise_with_traceback(exc_type(exc_value), tb)``): an exception of the same type whose only argument
+  is the original, with no ``__cause__``; if that type cannot be built from one instance of itself, the
+  constructor's own error (e.g. ``TypeError``) is what the waiter gets.
 * ``writeInto(array)`` makes the workload fill ``array``.
 * The worker threads are started once, eagerly, and live as long as the pool (like lazyflow's ThreadPool),
   so counting threads before and after some work measures only what the code under test started.
@@ -135,6 +141,9 @@ class Request:
                 raise
             future.set_result(result)
             return result
+        if self.in_worker_thread() and future.done() and future.exception() is not None:
+            exc = future.exception()
+            raise type(exc)(exc).with_traceback(exc.__traceback__)
         return future.result(timeout)
 
     def notify_finished(self, fn) -> None:

@@ -1,12 +1,22 @@
 """ilastik's ``OpInputDataReader``: picks a reader by trying them in a fixed order.
 
-Modelled from lazyflow's code: ``setupOutputs`` builds the list of bound ``_attemptOpenAs...`` methods
-each time, calls them in order until one returns ``([operators], output)`` with a non-empty list, and
-connects ``Output`` to that output. For ``.json`` the order is tiled volume, H5BlockStore, blockwise
-fileset, RESTful blockwise fileset. A reader says "not mine" only by raising
-``JsonConfigParser.SchemaError`` from ``setValue``; any other exception aborts the chain. The H5BlockStore
-attempt names ``OpH5BlockStoreReader``, which only exists when ``quilted`` is installed, so without it
-every ``.json`` ends in ``NameError`` there.
+Modelled from ``lazyflow/operators/ioOperators/opInputDataReader.py``:
+
+* ``__init__(WorkingDirectory=None, FilePath=None, SequenceAxis=None, SubVolumeRoi=None, *args,
+  **kwargs)``: ilastik's ``FilesystemDatasetInfo`` builds it as
+  ``OpInputDataReader(graph=Graph(), WorkingDirectory=..., FilePath=...)``, so the whole chain runs during
+  construction (in ``_after_init``).
+* ``setupOutputs`` cleans up the previous internal operators (the metadata injector first, then the
+  readers in reverse), builds the list of bound ``_attemptOpenAs...`` methods each time, calls them in
+  order until one returns ``([operators], output)`` with a non-empty list, raises ``RuntimeError("Can't
+  read ... unrecognized format.")`` if none does, and connects ``Output`` through an
+  ``OpMetadataInjector`` that adds ``ram_per_pixelram_usage_per_requested_pixel`` computed as
+  ``meta.dtype().nbytes`` (so ``meta.dtype`` must be a numpy scalar *type*) times the ``c`` extent from
+  ``meta.getTaggedShape()`` (so ``meta.axistags`` must be set).
+* For ``.json`` the order is tiled volume, H5BlockStore, blockwise fileset, RESTful blockwise fileset. A
+  reader says "not mine" only by raising ``JsonConfigParser.SchemaError`` from ``setValue``; any other
+  exception aborts the chain. The H5BlockStore attempt names ``OpH5BlockStoreReader``, which only exists
+  when ``quilted`` is installed, so without it every ``.json`` ends in ``NameError`` there.
 """
 
 from __future__ import annotations
@@ -32,6 +42,29 @@ except ImportError:
     _supports_h5blockreader = False
 
 
+class OpMetadataInjector(Operator):
+    """Passes ``Input`` through with extra metadata (lazyflow's ``OpMetadataInjector``)."""
+
+    Input = InputSlot()
+    Metadata = InputSlot()
+    Output = OutputSlot()
+
+    def setupOutputs(self) -> None:
+        self.Output.meta.clear()
+        self.Output.meta.update(self.Input.meta)
+        self.Output.meta.update(self.Metadata.value)
+        self.Output.meta._ready = False
+
+    def execute(self, slot, subindex, roi, result):
+        return self.Input(roi.start, roi.stop).writeInto(result).wait()
+
+    def propagateDirty(self, slot, subindex, roi) -> None:
+        if slot is self.Input:
+            self.Output.setDirty(roi)
+        else:
+            self.Output.setDirty(slice(None))
+
+
 class OpInputDataReader(Operator):
     name = "OpInputDataReader"
     category = "Input"
@@ -48,11 +81,15 @@ class OpInputDataReader(Operator):
     class DatasetReadError(Exception):
         pass
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(
+        self, WorkingDirectory=None, FilePath=None, SequenceAxis=None, SubVolumeRoi=None, *args, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.internalOperators = []
         self.internalOutput = None
         self._file = None
+        self.WorkingDirectory.setOrConnectIfAvailable(WorkingDirectory)
+        self.FilePath.setOrConnectIfAvailable(FilePath)
 
     def cleanUp(self) -> None:
         super().cleanUp()
@@ -69,6 +106,7 @@ class OpInputDataReader(Operator):
 
         if self.internalOperators:
             self.Output.disconnect()
+            self.opInjector.cleanUp()
             for op in self.internalOperators[::-1]:
                 op.cleanUp()
             self.internalOperators = []
@@ -94,7 +132,18 @@ class OpInputDataReader(Operator):
 
         if self.internalOutput is None:
             raise RuntimeError("Can't read " + filePath + " because it has an unrecognized format.")
-        self.Output.connect(self.internalOutput)
+
+        self.opInjector = OpMetadataInjector(parent=self)
+        self.opInjector.Input.connect(self.internalOutput)
+        meta = self.internalOutput.meta
+        if meta.ram_per_pixelram_usage_per_requested_pixel is None:
+            ram_per_pixel = meta.dtype().nbytes
+            if "c" in meta.getTaggedShape():
+                ram_per_pixel *= meta.getTaggedShape()["c"]
+            self.opInjector.Metadata.setValue({"ram_per_pixelram_usage_per_requested_pixel": ram_per_pixel})
+        else:
+            self.opInjector.Metadata.setValue({})
+        self.Output.connect(self.opInjector.Output)
 
     def _attemptOpenAsH5N5(self, filePath):
         for ext in (".h5", ".hdf5", ".ilp"):
