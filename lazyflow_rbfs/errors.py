@@ -33,7 +33,12 @@ class RbfsError(Exception):
 
     _fields: tuple[str, ...] = ()
 
-    def __init__(self, message: str = "", **attributes: Any) -> None:
+    def __init__(self, message: Any = "", **attributes: Any) -> None:
+        if isinstance(message, RbfsError):
+            # cls(other_error): lazyflow re-raises request errors as type(e)(e); keep what e carried.
+            for name in self._fields:
+                attributes.setdefault(name, getattr(message, name, None))
+            message = message.message
         super().__init__(message)
         for name in self._fields:
             setattr(self, name, attributes.pop(name, None))
@@ -90,7 +95,7 @@ class BlockNotReadyError(RbfsError):
 
     def __init__(self, message: Any = "", **attributes: Any) -> None:
         # Upstream raised BlockNotReadyError(block_start); accept that form too.
-        if not isinstance(message, str) and "block_start" not in attributes:
+        if not isinstance(message, (str, RbfsError)) and "block_start" not in attributes:
             attributes["block_start"] = message
             message = f"block at {tuple(int(x) for x in message)} is not available locally"
         super().__init__(message, **attributes)
