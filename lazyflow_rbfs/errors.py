@@ -35,10 +35,10 @@ class RbfsError(Exception):
 
     def __init__(self, message: Any = "", **attributes: Any) -> None:
         if isinstance(message, RbfsError):
-            # cls(other_error): lazyflow re-raises request errors as type(e)(e); keep what e carried.
+            # cls(other_error): lazyflow re-raises request errors as type(e)(e). Like lazyflow, keep the
+            # original as args[0] (so str() is its message), and copy the attributes it carried.
             for name in self._fields:
                 attributes.setdefault(name, getattr(message, name, None))
-            message = message.message
         super().__init__(message)
         for name in self._fields:
             setattr(self, name, attributes.pop(name, None))

@@ -77,3 +77,10 @@ def test_type_of_error_rebuilt_from_the_error_keeps_everything(exc):
 def test_unknown_attributes_are_refused():
     with pytest.raises(TypeError):
         errors.DownloadError("x", url="u", colour="red")
+
+
+def test_rebuilt_error_keeps_the_original_as_its_argument():
+    original = errors.DownloadError("GET u failed", url="u", status=500)
+    again = errors.DownloadError(original)
+    assert again.args[0] is original and again.message == "GET u failed"
+    assert pickle.loads(pickle.dumps(again)).status == 500
