@@ -501,7 +501,7 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-ORDER = ["warm_read", "cold_fill", "contention", "scale", "cpu_per_byte", "precomputed_peer"]
+ORDER = ["warm_read", "cold_fill", "contention", "scale", "cpu_per_byte", "precomputed_peer", "distributed"]
 
 
 def write_markdown(path: Path = RESULTS_MD) -> str:

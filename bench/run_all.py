@@ -24,6 +24,7 @@ BENCHMARKS = [
     ("scale", "bench_scale.py"),
     ("cpu_per_byte", "bench_cpu_per_byte.py"),
     ("precomputed_peer", "bench_precomputed_peer.py"),
+    ("distributed", "bench_distributed.py"),
 ]
 
 
