@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +45,24 @@ MAX_ERROR_DETAILS = 100
 
 class _Abandoned(Exception):
     """A queued download was dropped because its fileset closed; whoever waits on it claims it again."""
+
+    def __init__(self, message: str, fileset: object = None) -> None:
+        super().__init__(message)
+        self.fileset = fileset
+
+
+_LIVE_FILESETS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's download threads do not exist in a forked child: start with fresh executors.
+    for fileset in list(_LIVE_FILESETS):
+        fileset._executor = None
+        fileset._executor_mutex = threading.Lock()
+        fileset._prefetch_executors = set()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class BlockList(list):
@@ -245,7 +264,9 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         self.progress = progress
         self._executor: ThreadPoolExecutor | None = None
         self._executor_mutex = threading.Lock()
+        self._prefetch_executors: set[ThreadPoolExecutor] = set()
         self._closing = False
+        _LIVE_FILESETS.add(self)
         self._counter_mutex = threading.Lock()
         self.blocks_downloaded = 0
 
@@ -322,11 +343,14 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                     if data is not None:
                         fresh[block_start] = data
                     break
-                except _Abandoned:
-                    # The fileset that was downloading it closed; fetch it ourselves.
-                    self._check_open()
+                except _Abandoned as exc:
+                    if exc.fileset is self or self._closing:
+                        if first_error is None:
+                            first_error = ClosedError("the fileset was closed during the download")
+                        break
+                    # Another fileset that was downloading it closed; fetch it ourselves.
                     future = self._request_block(block_start, self._get_executor())
-                except BaseException as exc:  # noqa: BLE001 - re-raised below, after every wait ends
+                except Exception as exc:  # noqa: BLE001 - re-raised below, after every wait ends
                     if first_error is None:
                         first_error = exc
                     break
@@ -340,8 +364,11 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         if owner:
             try:
                 executor.submit(self._download_task, block_start, key, executor, False)
-            except BaseException as exc:  # executor shut down under us
-                IN_FLIGHT.finish(key, exc=_Abandoned(str(exc)))
+            except Exception as exc:  # executor shut down under us (close, interpreter exit)
+                IN_FLIGHT.finish(key, exc=ClosedError(f"cannot download block {block_start}: {exc}"))
+            except BaseException as exc:  # KeyboardInterrupt: let other waiters claim it again
+                IN_FLIGHT.finish(key, exc=_Abandoned(str(exc) or type(exc).__name__, self))
+                raise
         return future
 
     def _download_task(
@@ -357,7 +384,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             try:
                 executor.submit(self._download_task, block_start, key, executor, True)
             except RuntimeError as exc:  # executor shut down
-                IN_FLIGHT.finish(key, exc=_Abandoned(str(exc)))
+                IN_FLIGHT.finish(key, exc=_Abandoned(str(exc), self))
             return
         IN_FLIGHT.finish(key, result=(outcome, data))
 
@@ -370,7 +397,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         (someone else published it), or ``("busy", None)`` (another process holds its lock; not waited for).
         """
         if self._closing:
-            raise _Abandoned("the fileset was closed")
+            raise _Abandoned("the fileset was closed", self)
         if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
             return "present", None
         lock = self._block_lock(block_start)
@@ -396,6 +423,8 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
     def _get_executor(self) -> ThreadPoolExecutor:
         self._check_open()
         with self._executor_mutex:
+            if self._closing:
+                raise ClosedError(f"I/O on a closing fileset ({self._descriptionFilePath})")
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.max_parallel, thread_name_prefix="rbfs-download")
             return self._executor
@@ -504,9 +533,31 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         mutex = threading.Lock()
         window = threading.Semaphore(max_parallel * 4)
 
+        def watch(block_start: tuple[int, ...]) -> None:
+            # Holds one window slot until record() has counted the block.
+            key = self._paths(block_start).file_path
+            future, owner = IN_FLIGHT.claim(key)
+            if owner:
+                try:
+                    executor.submit(self._download_task, block_start, key, executor, False)
+                except RuntimeError as exc:
+                    # close() shut this pool down between the loop's check and here: the block is
+                    # counted as closed (record() turns _Abandoned of ours into ClosedError).
+                    IN_FLIGHT.finish(key, exc=_Abandoned(str(exc), self))
+                except BaseException as exc:
+                    IN_FLIGHT.finish(key, exc=_Abandoned(str(exc) or type(exc).__name__, self))
+                    raise
+            future.add_done_callback(lambda f, b=block_start, o=owner: record(b, o, f))
+
         def record(block_start: tuple[int, ...], owner: bool, future: Future) -> None:
+            exc = future.exception()
+            if isinstance(exc, _Abandoned) and exc.fileset is not self and not self._closing:
+                try:
+                    watch(block_start)  # another fileset dropped it: fetch it ourselves (keeps the slot)
+                    return
+                except BaseException as again:  # noqa: BLE001 - counted as this block's failure
+                    exc = again
             try:
-                exc = future.exception()
                 if isinstance(exc, _Abandoned):
                     exc = ClosedError("the fileset was closed during the download")
                 with mutex:
@@ -526,6 +577,9 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             tick(done)
 
         executor = ThreadPoolExecutor(max_parallel, thread_name_prefix="rbfs-prefetch")
+        with self._executor_mutex:
+            self._check_open()
+            self._prefetch_executors.add(executor)
         try:
             for block_start in block_starts:
                 if self._closing:
@@ -538,16 +592,18 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                     tick(done)
                     continue
                 window.acquire()
-                key = self._paths(block_start).file_path
-                future, owner = IN_FLIGHT.claim(key)
-                if owner:
-                    executor.submit(self._download_task, block_start, key, executor, False)
-                future.add_done_callback(lambda f, b=block_start, o=owner: record(b, o, f))
+                try:
+                    watch(block_start)
+                except BaseException:
+                    window.release()
+                    raise
             # Wait for the tail: every submission holds a window slot until it is recorded.
             for _ in range(max_parallel * 4):
                 window.acquire()
         finally:
             executor.shutdown(wait=True)
+            with self._executor_mutex:
+                self._prefetch_executors.discard(executor)
             report.seconds = time.monotonic() - t0
             report.total = max(report.total, report.done)
             if bar is not None:
@@ -591,8 +647,11 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         self._closing = True
         with self._executor_mutex:
             executor, self._executor = self._executor, None
+            prefetches = list(self._prefetch_executors)
         if executor is not None:
             executor.shutdown(wait=True)
+        for prefetch in prefetches:  # downloadBlocks running in other threads: let running ones finish
+            prefetch.shutdown(wait=True)
         self._remoteVolume.close()
         super().close()
 

@@ -43,6 +43,9 @@ def _open_and_lock(path: str, blocking: bool) -> int | None:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 return None
             raise
+        except BaseException:  # e.g. KeyboardInterrupt while blocked in flock: do not leak the descriptor
+            os.close(fd)
+            raise
         try:
             on_disk = os.stat(path)
         except FileNotFoundError:
@@ -110,8 +113,10 @@ class BlockLock:
         return True
 
     def _wait_with_timeout(self, timeout: float) -> int:
-        # flock has no timed wait. A helper thread makes the blocking call; if we stop waiting first, the
-        # helper releases the lock as soon as it gets it, so nothing is left held.
+        # flock has no timed wait, and polling is what this package avoids. A helper thread makes the
+        # blocking call (the kernel wakes it when the holder releases or dies). If we stop waiting first,
+        # by timeout or by an exception such as KeyboardInterrupt, the helper is marked abandoned and
+        # releases the lock the moment it gets it, so nothing is left held; it lives until then.
         done = threading.Event()
         decide = threading.Lock()
         outcome: dict = {}
@@ -132,7 +137,15 @@ class BlockLock:
             done.set()
 
         threading.Thread(target=wait_for_lock, name=f"rbfs-lock-wait {self.path}", daemon=True).start()
-        done.wait(timeout)
+        try:
+            done.wait(timeout)
+        except BaseException:
+            with decide:
+                fd = outcome.pop("fd", None)
+                outcome["abandoned"] = True
+            if fd is not None:
+                _unlink_and_close(self.path, fd)
+            raise
         with decide:
             if "fd" in outcome:
                 return outcome["fd"]

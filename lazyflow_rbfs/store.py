@@ -1105,7 +1105,12 @@ class BlockwiseFileset:
             return
         try:
             doomed = []
-            if bad:
+            # Judged without the lock: check again now that nobody can be publishing it.
+            if (
+                bad
+                and os.path.exists(paths.status_path)
+                and (self._check_block_file(paths, block_start, deep=False) is not None)
+            ):
                 doomed += [paths.status_path, paths.file_path]
             doomed += self._partials(paths, self._listdir(os.path.dirname(paths.file_path)))
             for path in doomed:

@@ -427,3 +427,66 @@ def test_cold_read_copies_downloaded_blocks_from_memory_not_back_from_disk(desc,
         again = vol.readData(((3, 10, 20), (20, 90, 70)))  # warm: from the block files
         assert vol._handles.open_count > 0
         np.testing.assert_array_equal(again, got)
+
+
+def _read_new_block_in_child(vol, expected_sum, conn):
+    try:
+        data = vol.readData(((8, 0, 0), (16, 32, 32)))  # a block the parent never fetched
+        conn.send(("ok", int(data.sum()) == expected_sum))
+    except BaseException as exc:  # reported to the parent
+        conn.send(("error", repr(exc)))
+
+
+def test_fileset_used_before_fork_works_in_the_forked_child(desc, volume):
+    ctx = multiprocessing.get_context("fork")
+    with RESTfulBlockwiseFileset(str(desc), max_parallel=2) as vol:
+        vol.readData(((0, 0, 0), (8, 32, 32)))  # the download pool and HTTP sessions now exist
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(
+            target=_read_new_block_in_child, args=(vol, int(volume[8:16, :32, :32].sum()), child)
+        )
+        proc.start()
+        proc.join(60)  # deadlock guard: a child inheriting a dead pool would wait forever
+        alive = proc.is_alive()
+        if alive:
+            proc.kill()
+        assert not alive, "the forked child hung in readData"
+        assert parent.recv() == ("ok", True)
+
+
+def test_close_while_other_threads_read_and_prefetch_ends_them_cleanly(desc, server):
+    server.pause()
+    vol = RESTfulBlockwiseFileset(str(desc), max_parallel=1)
+    outcomes = {}
+
+    def run(name, fn):
+        try:
+            fn()
+            outcomes[name] = "ok"
+        except ClosedError:
+            outcomes[name] = "closed"
+        except PrefetchError as exc:
+            reasons = set(exc.report.errors.values())
+            outcomes[name] = "closed" if all("ClosedError" in r for r in reasons) else reasons
+        except BaseException as exc:  # any other outcome fails the test below
+            outcomes[name] = repr(exc)
+
+    reader = threading.Thread(target=run, args=("read", lambda: vol.readData(((0, 0, 0), SHAPE))))
+    prefetch = threading.Thread(target=run, args=("prefetch", lambda: vol.downloadAllBlocks(1)))
+    reader.start()
+    prefetch.start()
+    assert server.wait_for_requests(1, timeout=30)
+    closer = threading.Thread(target=vol.close)
+    closer.start()
+    server.resume()
+    for t in (closer, reader, prefetch):
+        t.join(60)
+        assert not t.is_alive(), "close() or a reader hung"
+    assert outcomes["read"] in ("ok", "closed") and outcomes["prefetch"] in ("ok", "closed"), outcomes
+    assert vol._executor is None
+    leftover = [
+        t.name for t in threading.enumerate() if t.name.startswith(("rbfs-download", "rbfs-prefetch"))
+    ]
+    assert leftover == []
+    with pytest.raises(ClosedError):
+        vol.readData(((0, 0, 0), (1, 1, 1)))

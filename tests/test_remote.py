@@ -279,7 +279,20 @@ def test_refused_connection_is_a_download_error_not_a_timeout(make_cutout_server
 # -- invalid responses ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["html", "truncate", "wrong_shape", "wrong_dtype"])
+def test_a_body_cut_off_is_retried_within_the_retry_budget(cutout_server, sample_array):
+    cutout_server.faults.truncate(1)
+    with make_volume(cutout_server, retries=2, backoff=0) as vol:
+        np.testing.assert_array_equal(vol.fetch(((0, 0, 0), (4, 4, 4))), sample_array[:4, :4, :4])
+    assert cutout_server.requests == 2
+    cutout_server.reset_stats()
+    cutout_server.faults.truncate(True)  # every body: fails after retries + 1 requests
+    with make_volume(cutout_server, retries=2, backoff=0) as vol:
+        with pytest.raises(InvalidResponseError, match="truncated|cut off"):
+            vol.fetch(((0, 0, 0), (4, 4, 4)))
+    assert cutout_server.requests == 3
+
+
+@pytest.mark.parametrize("fault", ["html", "wrong_shape", "wrong_dtype"])
 def test_invalid_responses_raise_invalid_response_error(cutout_server, sample_array, fault):
     getattr(cutout_server.faults, fault)(1)
     with make_volume(cutout_server, retries=2) as vol:

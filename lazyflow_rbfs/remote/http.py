@@ -8,6 +8,7 @@ repr and scrubbed from the chained ``requests`` exceptions.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Mapping
@@ -136,6 +137,22 @@ def _positive(value: object) -> float:
     return float(value)
 
 
+_LIVE_CLIENTS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's threads (and their requests in flight) do not exist in a forked child, and its pooled
+    # sockets must not be shared: start with fresh locks, slots and sessions.
+    for client in list(_LIVE_CLIENTS):
+        client._lock = threading.Lock()
+        client._slots = _Slots(client._slots.limit)
+        client._local = threading.local()
+        client._sessions = {}
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _drop_session(client_ref: weakref.ref, key: int) -> None:
     client = client_ref()
     if client is not None:
@@ -190,15 +207,17 @@ class HttpClient:
         self._retries = 0
         self._bytes = 0
         self._errors = 0
+        _LIVE_CLIENTS.add(self)
 
     # -- sessions -------------------------------------------------------------------------------------
 
-    def _make_retry(self) -> Retry:
+    def _make_retry(self, budget: int | None = None) -> Retry:
+        budget = self.retries if budget is None else budget
         return _CappedRetry(
-            total=self.retries,
-            connect=self.retries,
-            read=self.retries,
-            status=self.retries,
+            total=budget,
+            connect=budget,
+            read=budget,
+            status=budget,
             other=0,
             redirect=5,
             backoff_factor=self.backoff,
@@ -321,14 +340,23 @@ class HttpClient:
                 raise ClosedError("the remote volume is closed; open a new RESTfulVolume to download")
             self._requests += 1
         session = self._session()
+        adapter = session.get_adapter(url)
         logger.debug("GET %s", url)
-        try:
-            with self._slots:
-                body = self._get(session, url, max_bytes)
-        except DownloadError:
-            self._count(error=True)
-            raise
-        return body
+        budget = self.retries  # shared by urllib3's retries and ours, so at most retries + 1 requests
+        pause = threading.Event()  # never set: backoff between body retries
+        while True:
+            adapter.max_retries = self._make_retry(budget)  # per-thread session: no other user
+            try:
+                with self._slots:
+                    return self._get(session, url, max_bytes)
+            except DownloadError as exc:
+                used = getattr(exc, "_attempts", None)  # set only for bodies cut off while reading
+                if used is None or budget - used < 0:
+                    self._count(error=True)
+                    raise
+                budget -= used
+                logger.debug("GET %s: body cut off (%s); retrying", url, exc)
+                pause.wait(self.backoff)
 
     def _get(self, session: requests.Session, url: str, max_bytes: int | None) -> bytes:
         try:
@@ -348,7 +376,12 @@ class HttpClient:
                     url=url,
                     status=status,
                 )
-            body = self._read_body(response, url, max_bytes)
+            try:
+                body = self._read_body(response, url, max_bytes)
+            except DownloadError as exc:
+                if getattr(exc, "_cut_off", False):
+                    exc._attempts = len(history) + 1  # type: ignore[attr-defined]
+                raise
         self._count(nbytes=len(body))
         logger.debug("GET %s -> %d bytes", url, len(body))
         return body
@@ -371,15 +404,17 @@ class HttpClient:
             try:
                 body = response.raw.read(length, decode_content=False)
             except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-                raise _translate(
-                    exc, url, response.status_code, self._limits(), while_reading=True
+                raise _cut_off(
+                    _translate(exc, url, response.status_code, self._limits(), while_reading=True)
                 ) from _scrubbed(exc)
             if len(body) != length:
-                raise InvalidResponseError(
-                    f"response from {url} is truncated: Content-Length is {length} but {len(body)} bytes "
-                    f"arrived; the server or the connection dropped the transfer, try again",
-                    url=url,
-                    status=response.status_code,
+                raise _cut_off(
+                    InvalidResponseError(
+                        f"response from {url} is truncated: Content-Length is {length} but {len(body)} bytes "
+                        f"arrived; the server or the connection dropped the transfer, try again",
+                        url=url,
+                        status=response.status_code,
+                    )
                 )
             return body
         chunks = bytearray()
@@ -394,8 +429,8 @@ class HttpClient:
                         status=response.status_code,
                     )
         except requests.RequestException as exc:
-            raise _translate(
-                exc, url, response.status_code, self._limits(), while_reading=True
+            raise _cut_off(
+                _translate(exc, url, response.status_code, self._limits(), while_reading=True)
             ) from _scrubbed(exc)
         if length is not None and not encoded and len(chunks) != length:
             raise InvalidResponseError(
@@ -405,6 +440,11 @@ class HttpClient:
                 status=response.status_code,
             )
         return bytes(chunks)
+
+
+def _cut_off(exc: DownloadError) -> DownloadError:
+    exc._cut_off = True  # type: ignore[attr-defined]
+    return exc
 
 
 def _content_length(response: requests.Response) -> int | None:
