@@ -30,7 +30,7 @@ import numpy as np
 
 from lazyflow_rbfs import description as _description
 from lazyflow_rbfs import geometry
-from lazyflow_rbfs.errors import ClosedError, PrefetchError, ReadOnlyError, SchemaError
+from lazyflow_rbfs.errors import ArgumentError, ClosedError, PrefetchError, ReadOnlyError, SchemaError
 from lazyflow_rbfs.locks import IN_FLIGHT
 from lazyflow_rbfs.remote import RESTfulVolume
 from lazyflow_rbfs.store import BlockwiseFileset
@@ -139,6 +139,17 @@ class PrefetchReport:
     errors: dict[tuple[int, ...], str] = field(default_factory=dict)
     seconds: float = 0.0
 
+    _KEYS = ("total", "downloaded", "skipped", "failed", "errors", "seconds")
+
+    def __getitem__(self, key: str) -> Any:
+        """``report["downloaded"]`` works like ``report.downloaded`` (mapping-style access)."""
+        if key not in self._KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self) -> tuple[str, ...]:
+        return self._KEYS
+
     @property
     def done(self) -> int:
         return self.downloaded + self.skipped + len(self.failed)
@@ -229,9 +240,9 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                 f"a RESTfulBlockwiseFileset is read-only: open it with mode 'r', not {mode!r}"
             )
         if not isinstance(max_parallel, int) or isinstance(max_parallel, bool) or max_parallel < 1:
-            raise ValueError(f"max_parallel must be a positive integer, got {max_parallel!r}")
+            raise ArgumentError(f"max_parallel must be a positive integer, got {max_parallel!r}")
         if lock_timeout is not None and lock_timeout < 0:
-            raise ValueError(f"lock_timeout must be None or >= 0 seconds, got {lock_timeout!r}")
+            raise ArgumentError(f"lock_timeout must be None or >= 0 seconds, got {lock_timeout!r}")
         self._open_args = (
             os.path.abspath(os.fspath(compositeDescriptionPath)),
             dict(
@@ -519,7 +530,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         self._check_open()
         max_parallel = self.max_parallel if max_parallel is None else max_parallel
         if not isinstance(max_parallel, int) or max_parallel < 1:
-            raise ValueError(f"max_parallel must be a positive integer, got {max_parallel!r}")
+            raise ArgumentError(f"max_parallel must be a positive integer, got {max_parallel!r}")
         if max_parallel > self.max_parallel:
             # Asking this call for more downloads at once than the fileset was opened with raises the
             # fileset's limit on requests in flight to match.

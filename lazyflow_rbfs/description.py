@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy
 
-from lazyflow_rbfs.errors import DescriptionError, SchemaError
+from lazyflow_rbfs.errors import ArgumentError, DescriptionError, SchemaError
 from lazyflow_rbfs.expressions import evaluate_value, to_int
 
 logger = logging.getLogger(__name__)
@@ -1219,7 +1219,7 @@ def write_description(path: str | os.PathLike, desc: Namespace | Mapping[str, An
     """
     parser = _PARSERS.get(kind)
     if parser is None:
-        raise ValueError(f"kind: expected one of {sorted(_PARSERS)}, found {kind!r}")
+        raise ArgumentError(f"kind: expected one of {sorted(_PARSERS)}, found {kind!r}")
     validated = parser(desc)
     text = _dumps(to_json_dict(validated)) + "\n"
     data = text.encode("utf-8")

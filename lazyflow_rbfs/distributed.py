@@ -32,7 +32,7 @@ import numpy as np
 
 from lazyflow_rbfs import geometry
 from lazyflow_rbfs.cache import MAX_ERROR_DETAILS, PrefetchReport, RESTfulBlockwiseFileset, _progress_reporter
-from lazyflow_rbfs.errors import PrefetchError
+from lazyflow_rbfs.errors import ArgumentError, PrefetchError
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array
@@ -263,11 +263,11 @@ def prefetch_on_cluster(
     """
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise ArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
     if max_parallel is not None and (
         isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
     ):
-        raise ValueError(f"max_parallel must be None or a positive integer, got {max_parallel!r}")
+        raise ArgumentError(f"max_parallel must be None or a positive integer, got {max_parallel!r}")
     if max_parallel is not None:
         options["max_parallel"] = max_parallel
     spec, _ = _spec_of(fileset_or_path, options)

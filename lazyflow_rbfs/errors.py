@@ -21,6 +21,7 @@ __all__ = [
     "LockTimeoutError",
     "ClosedError",
     "ReadOnlyError",
+    "ArgumentError",
 ]
 
 
@@ -149,3 +150,9 @@ class ReadOnlyError(RbfsError, PermissionError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ArgumentError(RbfsError, ValueError):
+    """An argument of a call is invalid: a mode, an option's value, an ``out_array`` or data of the wrong
+    shape or dtype. Not in upstream's table; a ``ValueError`` as before, and an ``RbfsError`` like every
+    error this package raises on purpose."""

@@ -193,10 +193,12 @@ def index_to_roi(
     """
     shape = [int(n) for n in shape]
     items = key if isinstance(key, tuple) else (key,)
-    if sum(item is Ellipsis for item in items) > 1:
+    # Compare by identity: ``in``/``index`` would use ==, which a numpy array answers element-wise.
+    ellipses = [i for i, item in enumerate(items) if item is Ellipsis]
+    if len(ellipses) > 1:
         raise IndexError("an index can only have a single ellipsis ('...')")
-    if Ellipsis in items:
-        at = items.index(Ellipsis)
+    if ellipses:
+        at = ellipses[0]
         fill = len(shape) - (len(items) - 1)
         if fill < 0:
             raise IndexError(f"too many indices: the volume has {len(shape)} axes, got {len(items) - 1}")

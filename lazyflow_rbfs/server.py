@@ -83,7 +83,7 @@ class FaultRule:
     count: int | None = 1
     match: str | None = None
     status: int = 500
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     seconds: float | None = None
     released: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -1059,7 +1059,10 @@ def _jpeg(data: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def _retry_after(seconds: float) -> str:
+def _retry_after(seconds: float | str) -> str:
+    # HTTP says delay-seconds is a whole number; decimals and free text are sent as given, to test clients.
+    if isinstance(seconds, str):
+        return seconds
     return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
 
 

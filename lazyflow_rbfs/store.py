@@ -23,7 +23,7 @@ import secrets
 import shutil
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ import numpy
 from lazyflow_rbfs import description as _desc
 from lazyflow_rbfs import geometry, locks
 from lazyflow_rbfs.errors import (
+    ArgumentError,
     BlockNotReadyError,
     ClosedError,
     DescriptionError,
@@ -219,11 +220,13 @@ class _HandleCache:
     whose file was replaced on disk (different inode, mtime or size) is retired and the file re-opened.
     """
 
-    def __init__(self, max_open: int) -> None:
+    def __init__(self, max_open: int, reclaim: Callable[[], bool] | None = None) -> None:
         self._max = max_open
+        self._reclaim = reclaim  # closes one file held outside the cache; called without our lock
         self._entries: OrderedDict[str, _Handle] = OrderedDict()
         self._cond = threading.Condition()
         self._open = 0
+        self._reserved = 0  # files held open outside this cache (getOpenHdf5FileForBlock), same budget
         self._closed = False
 
     @property
@@ -259,8 +262,18 @@ class _HandleCache:
                     logger.debug("block file %s was replaced on disk; re-opening it", path)
                     self._retire(entry)
                     continue
-                if self._open < self._max or self._evict_one():
+                if self._open + self._reserved < self._max or self._evict_one():
                     break
+                if self._reserved and self._reclaim is not None:
+                    # Files handed out (getOpenHdf5FileForBlock) fill the budget: take one back. The
+                    # owner takes its own lock first, so call it with ours released.
+                    self._cond.release()
+                    try:
+                        reclaimed = self._reclaim()
+                    finally:
+                        self._cond.acquire()
+                    if reclaimed:
+                        continue
                 self._cond.wait()
             handle = h5py.File(path, "r")
             entry = _Handle(path, handle, key)
@@ -276,6 +289,23 @@ class _HandleCache:
                 if entry.retired:
                     self._close(entry)
                 self._cond.notify_all()
+
+    def reserve(self, count: int) -> bool:
+        """Account for ``count`` files held open outside the cache, evicting unpinned handles to make room.
+
+        Returns ``False`` if the budget cannot fit them (every cached handle is in use).
+        """
+        with self._cond:
+            while self._open + self._reserved + count > self._max:
+                if not self._evict_one():
+                    return False
+            self._reserved += count
+            return True
+
+    def unreserve(self, count: int) -> None:
+        with self._cond:
+            self._reserved -= count
+            self._cond.notify_all()
 
     def invalidate(self, path: str) -> None:
         with self._cond:
@@ -444,13 +474,13 @@ class BlockwiseFileset:
         max_open_files: int = 256,
     ) -> None:
         if mode not in ("r", "a"):
-            raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
+            raise ArgumentError(f"mode must be 'r' or 'a', not {mode!r}")
         if descriptionFilePath is None:
             raise TypeError(
                 "descriptionFilePath is required, even with preparsedDescription (it anchors the block tree)"
             )
         if isinstance(max_open_files, bool) or not isinstance(max_open_files, int) or max_open_files < 1:
-            raise ValueError(f"max_open_files must be an integer >= 1, not {max_open_files!r}")
+            raise ArgumentError(f"max_open_files must be an integer >= 1, not {max_open_files!r}")
         self._descriptionFilePath = os.path.abspath(os.fspath(descriptionFilePath))
         if preparsedDescription is not None:
             self._description = _desc.parse_local(preparsedDescription)
@@ -458,9 +488,9 @@ class BlockwiseFileset:
             self._description = type(self).readDescription(self._descriptionFilePath)
         self.mode = mode
         self._init_geometry()
-        self._handles = _HandleCache(max_open_files)
+        self._handles = _HandleCache(max_open_files, reclaim=self._reclaim_user_handle)
         self._paths_cache: dict[tuple[int, ...], BlockPaths] = {}
-        self._user_handles: dict[str, h5py.File] = {}
+        self._user_handles: OrderedDict[str, h5py.File] = OrderedDict()
         self._user_lock = threading.Lock()
         self._closed = False
 
@@ -540,7 +570,8 @@ class BlockwiseFileset:
         self._closed = True
         self._handles.close_all()
         with self._user_lock:
-            handles, self._user_handles = list(self._user_handles.values()), {}
+            handles, self._user_handles = list(self._user_handles.values()), OrderedDict()
+        self._handles.unreserve(len(handles))
         for handle in handles:
             try:
                 handle.close()
@@ -550,7 +581,7 @@ class BlockwiseFileset:
     def reopen(self, mode: str) -> None:
         """Re-open a (possibly closed) fileset in ``mode`` (``"r"`` or ``"a"``); open handles are dropped."""
         if mode not in ("r", "a"):
-            raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
+            raise ArgumentError(f"mode must be 'r' or 'a', not {mode!r}")
         BlockwiseFileset.close(self)
         self.mode = mode
         self._handles.reopen()
@@ -707,7 +738,7 @@ class BlockwiseFileset:
         elif status == self.BLOCK_NOT_AVAILABLE:
             _remove_quietly(paths.status_path)
         else:
-            raise ValueError(
+            raise ArgumentError(
                 f"status must be BLOCK_AVAILABLE ({self.BLOCK_AVAILABLE}) or "
                 f"BLOCK_NOT_AVAILABLE ({self.BLOCK_NOT_AVAILABLE}), not {status!r}"
             )
@@ -746,9 +777,11 @@ class BlockwiseFileset:
         if out_array is None:
             return numpy.empty(shape, dtype=self._dtype)
         if tuple(out_array.shape) != shape:
-            raise ValueError(f"out_array has shape {tuple(out_array.shape)}; the roi needs {shape}")
+            raise ArgumentError(f"out_array has shape {tuple(out_array.shape)}; the roi needs {shape}")
         if numpy.dtype(out_array.dtype) != self._dtype:
-            raise ValueError(f"out_array has dtype {out_array.dtype}; the fileset's dtype is {self._dtype}")
+            raise ArgumentError(
+                f"out_array has dtype {out_array.dtype}; the fileset's dtype is {self._dtype}"
+            )
         return out_array
 
     def _read_into(
@@ -802,24 +835,57 @@ class BlockwiseFileset:
         Read-only in mode ``"r"``. In mode ``"a"`` the file is opened (created if missing) for writing
         as upstream did; such writes bypass the atomic write path, so the caller must hold the block's
         lock and set the block status itself.
+
+        These handles count against ``max_open_files`` together with the ones reads keep open: when the
+        budget is full, the least recently requested handle of this kind is closed (use it before asking
+        for many more).
         """
         self._check_open()
         paths = self._paths(block_start)
         with self._user_lock:
             handle = self._user_handles.get(paths.file_path)
             if handle is not None and handle.id.valid and handle.mode == ("r" if self.mode == "r" else "r+"):
+                self._user_handles.move_to_end(paths.file_path)
                 return handle
-            if self.mode == "a":
-                os.makedirs(os.path.dirname(paths.file_path), exist_ok=True)
-                self._handles.invalidate(paths.file_path)  # HDF5 refuses a read-only and a writable open
-                handle = h5py.File(paths.file_path, "a")
-            else:
-                handle = h5py.File(paths.file_path, "r")
-            previous = self._user_handles.pop(paths.file_path, None)
-            if previous is not None and previous.id.valid:
-                previous.close()
+            self._drop_user_handle(paths.file_path)
+            # These handles share the max_open_files budget with the read cache: make room, closing the
+            # least recently requested handle of this kind if the read cache cannot give any back.
+            while not self._handles.reserve(1):
+                if not self._user_handles:
+                    raise OSError(
+                        f"cannot open {paths.file_path}: all {self._handles.max_open} block files this "
+                        "fileset may hold open are in use (raise max_open_files)"
+                    )
+                self._drop_user_handle(next(iter(self._user_handles)))
+            try:
+                if self.mode == "a":
+                    os.makedirs(os.path.dirname(paths.file_path), exist_ok=True)
+                    self._handles.invalidate(paths.file_path)  # HDF5 refuses a read-only and a writable open
+                    handle = h5py.File(paths.file_path, "a")
+                else:
+                    handle = h5py.File(paths.file_path, "r")
+            except BaseException:
+                self._handles.unreserve(1)
+                raise
             self._user_handles[paths.file_path] = handle
             return handle
+
+    def _reclaim_user_handle(self) -> bool:
+        """Close the least recently requested handle given out, for a reader that needs the room."""
+        with self._user_lock:
+            if not self._user_handles:
+                return False
+            self._drop_user_handle(next(iter(self._user_handles)))
+            return True
+
+    def _drop_user_handle(self, path: str) -> None:
+        """Close a handle given out by :meth:`getOpenHdf5FileForBlock` (caller holds ``_user_lock``)."""
+        handle = self._user_handles.pop(path, None)
+        if handle is None:
+            return
+        if handle.id.valid:
+            handle.close()
+        self._handles.unreserve(1)
 
     # -- writing ---------------------------------------------------------------------------------------
 
@@ -835,7 +901,7 @@ class BlockwiseFileset:
         data = numpy.asarray(data)
         shape = tuple(int(n) for n in stop - start)
         if data.shape != shape:
-            raise ValueError(f"data has shape {data.shape}; the roi {roi} needs {shape}")
+            raise ArgumentError(f"data has shape {data.shape}; the roi {roi} needs {shape}")
         block_shape = numpy.asarray(self._block_shape_t, dtype=numpy.int64)
         view_shape = numpy.asarray(self._view_shape, dtype=numpy.int64)
         for proj in geometry.projections(start, stop, block_shape, view_shape):
@@ -917,7 +983,7 @@ class BlockwiseFileset:
         disk_shape = tuple(b - a for a, b in zip(disk_start, disk_stop))
         data = numpy.asarray(data)
         if data.shape != disk_shape:
-            raise ValueError(
+            raise ArgumentError(
                 f"block at {tuple(block_start)} must have the disk-clipped block shape {disk_shape}, "
                 f"got {data.shape}"
             )

@@ -490,3 +490,13 @@ def test_close_while_other_threads_read_and_prefetch_ends_them_cleanly(desc, ser
     assert leftover == []
     with pytest.raises(ClosedError):
         vol.readData(((0, 0, 0), (1, 1, 1)))
+
+
+def test_report_reads_like_a_mapping_too():
+    from lazyflow_rbfs.cache import PrefetchReport
+
+    report = PrefetchReport(total=4, downloaded=3, skipped=1)
+    assert report["downloaded"] == 3 and report["failed"] == 0
+    assert dict(report)["skipped"] == 1 and set(dict(report)) == set(report.keys())
+    with pytest.raises(KeyError):
+        report["nonsense"]

@@ -21,6 +21,7 @@ TABLE = {
     "LockTimeoutError": (errors.RbfsError, TimeoutError),
     "ClosedError": (errors.RbfsError, ValueError),
     "ReadOnlyError": (errors.RbfsError, PermissionError),
+    "ArgumentError": (errors.RbfsError, ValueError),  # ours, beyond API.md's table
 }
 
 SAMPLES = [
@@ -35,6 +36,7 @@ SAMPLES = [
     errors.LockTimeoutError("waited", path="/c/.rbfs.lock"),
     errors.ClosedError("closed"),
     errors.ReadOnlyError("read-only"),
+    errors.ArgumentError("mode must be 'r' or 'a'"),
 ]
 
 
@@ -84,3 +86,36 @@ def test_rebuilt_error_keeps_the_original_as_its_argument():
     again = errors.DownloadError(original)
     assert again.args[0] is original and again.message == "GET u failed"
     assert pickle.loads(pickle.dumps(again)).status == 500
+
+
+def test_bad_arguments_raise_our_argument_error(tmp_path):
+    import json
+
+    desc = tmp_path / "d.json"
+    desc.write_text(
+        json.dumps(
+            {
+                "_schema_name": "blockwise-fileset-description",
+                "_schema_version": 1.1,
+                "format": "hdf5",
+                "axes": "zyx",
+                "shape": [4, 4, 4],
+                "dtype": "uint8",
+                "block_shape": [2, 2, 2],
+                "block_file_name_format": "b-{roiString}.h5/cube",
+            }
+        )
+    )
+    for call in (
+        lambda: BlockwiseFileset(str(desc), "w"),
+        lambda: BlockwiseFileset(str(desc), max_open_files=0),
+    ):
+        with pytest.raises(errors.ArgumentError):
+            call()
+    import numpy as np
+
+    with BlockwiseFileset(str(desc), "a") as fs:
+        with pytest.raises(errors.ArgumentError):
+            fs.writeData(((0, 0, 0), (2, 2, 2)), np.zeros((1, 2, 2), np.uint8))
+        with pytest.raises(errors.ArgumentError):
+            fs.readData(((0, 0, 0), (2, 2, 2)), np.zeros((2, 2, 2), np.uint16))

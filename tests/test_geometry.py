@@ -147,3 +147,11 @@ def test_index_to_roi_matches_numpy(key):
 def test_index_to_roi_rejects(key, error):
     with pytest.raises(error):
         g.index_to_roi(key, (5, 6, 7))
+
+
+@pytest.mark.parametrize(
+    "key", [np.array([True, False]), np.array([1, 2]), (0, np.array([1, 2])), [Ellipsis]]
+)
+def test_index_to_roi_rejects_arrays_and_lists_with_type_error(key):
+    with pytest.raises(TypeError):
+        g.index_to_roi(key, (5, 6, 7))

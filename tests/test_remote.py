@@ -486,3 +486,16 @@ def test_environment_proxies_are_honoured_per_host(cutout_server, sample_array, 
         for _ in range(2):  # the second request uses the settings remembered for this host
             np.testing.assert_array_equal(vol.fetch(((0, 0, 0), (2, 2, 2))), sample_array[:2, :2, :2])
     assert cutout_server.requests == 2
+
+
+@pytest.mark.parametrize("retry_after", [0.05, "soon"])
+def test_unusual_retry_after_values_still_back_off_and_recover(cutout_server, sample_array, retry_after):
+    # A decimal Retry-After is honoured; an unparsable one falls back to the usual backoff.
+    if retry_after == "soon":
+        rule = cutout_server.faults.fail_next(2, 429)
+        rule.retry_after = "soon"  # the server sends the header text as given
+    else:
+        cutout_server.faults.fail_next(2, 429, retry_after=retry_after)
+    with make_volume(cutout_server, retries=3, backoff=0) as vol:
+        np.testing.assert_array_equal(vol.fetch(((0, 0, 0), (2, 2, 2))), sample_array[:2, :2, :2])
+    assert cutout_server.requests == 3

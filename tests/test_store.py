@@ -933,3 +933,29 @@ def test_get_open_hdf5_file_for_block(filled):
         writable.flush()
         assert fs.readData(([0, 0, 0], [1, 1, 1]))[0, 0, 0] == 4321
     assert not writable.id.valid
+
+
+def test_handles_given_out_share_the_open_file_budget(tmp_path):
+    desc = write_desc(tmp_path, shape=[6, 6, 6], dtype="uint8", block_shape=[1, 2, 2])
+    root = tmp_path / "blocks"
+    data = np.arange(216, dtype=np.uint8).reshape(6, 6, 6)
+    with BlockwiseFileset(desc, "a", max_open_files=8) as fs:
+        fs.writeData(((0, 0, 0), (6, 6, 6)), data)
+        fs.setBlockStatusesForRoi(((0, 0, 0), (6, 6, 6)), fs.BLOCK_AVAILABLE)
+    with BlockwiseFileset(desc, "r", max_open_files=8) as fs:
+        np.testing.assert_array_equal(fs.readData(((0, 0, 0), (6, 6, 6))), data)  # fills the read cache
+        handles = [fs.getOpenHdf5FileForBlock(b) for b in fs.iterBlockStarts()]  # 54 blocks
+        assert block_fds(root) <= 8
+        last = handles[-1]
+        assert last.id.valid and last["/cube"].shape == (1, 2, 2)
+        assert fs.getOpenHdf5FileForBlock((5, 4, 4)) is last  # the same handle while it is kept
+        assert not handles[0].id.valid  # the least recently requested one was closed for room
+        np.testing.assert_array_equal(fs.readData(((0, 0, 0), (6, 6, 6))), data)
+        assert block_fds(root) <= 8
+    assert block_fds(root) == 0
+    with BlockwiseFileset(desc, "r", max_open_files=1) as fs:  # after close the budget is whole again
+        fs.getOpenHdf5FileForBlock((0, 0, 0))
+        fs.close()
+        fs.reopen("r")
+        fs.getOpenHdf5FileForBlock((0, 0, 0))
+        np.testing.assert_array_equal(fs.readData(((0, 0, 0), (1, 2, 2))), data[:1, :2, :2])

@@ -20,7 +20,13 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from lazyflow_rbfs.errors import ClosedError, DownloadError, InvalidResponseError, RemoteTimeoutError
+from lazyflow_rbfs.errors import (
+    ArgumentError,
+    ClosedError,
+    DownloadError,
+    InvalidResponseError,
+    RemoteTimeoutError,
+)
 
 __all__ = ["HttpClient", "HttpStats", "normalize_timeout", "RETRY_STATUSES"]
 
@@ -92,7 +98,19 @@ class _CappedRetry(Retry):
     MAX_RETRY_AFTER = 60.0
 
     def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), self.MAX_RETRY_AFTER)
+        try:
+            seconds = super().parse_retry_after(retry_after)
+        except urllib3.exceptions.InvalidHeader:
+            # Not an integer nor an HTTP date. Accept decimal seconds ("0.5"); anything else means the
+            # server still asked us to back off, so fall back to the usual backoff instead of failing.
+            try:
+                seconds = max(float(retry_after), 0.0)
+            except ValueError:
+                logger.debug("ignoring unparsable Retry-After header %r", retry_after)
+                seconds = 0.0
+            if seconds != seconds:  # NaN
+                seconds = 0.0
+        return min(seconds, self.MAX_RETRY_AFTER)
 
 
 @dataclass(frozen=True)
@@ -126,14 +144,14 @@ def normalize_timeout(timeout: object) -> float | tuple[float, float]:
     """Check ``timeout``: a positive number of seconds or a ``(connect, read)`` pair of them."""
     if isinstance(timeout, (tuple, list)):
         if len(timeout) != 2:
-            raise ValueError(f"timeout must be seconds or a (connect, read) pair, got {timeout!r}")
+            raise ArgumentError(f"timeout must be seconds or a (connect, read) pair, got {timeout!r}")
         return (_positive(timeout[0]), _positive(timeout[1]))
     return _positive(timeout)
 
 
 def _positive(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"a timeout must be a positive number of seconds, got {value!r}")
+        raise ArgumentError(f"a timeout must be a positive number of seconds, got {value!r}")
     return float(value)
 
 
@@ -188,11 +206,11 @@ class HttpClient:
     ) -> None:
         self.timeout = normalize_timeout(timeout)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+            raise ArgumentError(f"retries must be an integer >= 0, got {retries!r}")
         if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
-            raise ValueError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
+            raise ArgumentError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
         if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
-            raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+            raise ArgumentError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
         self.retries = retries
         self.backoff = float(backoff)
         self.max_parallel = max_parallel

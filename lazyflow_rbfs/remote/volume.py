@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from lazyflow_rbfs import description as _description
-from lazyflow_rbfs.errors import DescriptionError, DownloadError
+from lazyflow_rbfs.errors import ArgumentError, DescriptionError, DownloadError
 from lazyflow_rbfs.geometry import check_roi
 from lazyflow_rbfs.remote import boss, codecs, precomputed
 from lazyflow_rbfs.remote.http import HttpClient, HttpStats
@@ -43,7 +43,7 @@ def _split_dataset_path(path: str) -> tuple[str, str]:
         if part.lower().endswith((".h5", ".hdf5", ".hdf")):
             internal = "/".join(parts[i + 1 :]).strip("/")
             return "/".join(parts[: i + 1]), ("/" + internal if internal else "")
-    raise ValueError(
+    raise ArgumentError(
         f"output dataset path {path!r} must name an HDF5 file and a dataset inside it, "
         f"like 'dir/block.h5/cube' (a path component ending in .h5, .hdf5 or .hdf)"
     )
