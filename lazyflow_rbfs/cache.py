@@ -24,13 +24,21 @@ import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from lazyflow_rbfs import description as _description
 from lazyflow_rbfs import geometry
-from lazyflow_rbfs.errors import ArgumentError, ClosedError, PrefetchError, ReadOnlyError, SchemaError
+from lazyflow_rbfs.errors import (
+    ArgumentError,
+    BlockNotReadyError,
+    ClosedError,
+    PrefetchError,
+    ReadOnlyError,
+    SchemaError,
+)
 from lazyflow_rbfs.locks import IN_FLIGHT
 from lazyflow_rbfs.remote import RESTfulVolume
 from lazyflow_rbfs.store import BlockwiseFileset
@@ -331,9 +339,18 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         self._check_open()
         start, stop = self._check_roi(roi)
         out_array = self._output_array(start, stop, out_array)
-        fresh = self._ensure_blocks(geometry.iter_block_starts(start, stop, self.description.block_shape))
+        blocks = partial(geometry.iter_block_starts, start, stop, self.description.block_shape)
         # Blocks this call waited for are copied from memory, not read back from their new files.
-        self._read_into(start, stop, out_array, check_status=False, fresh=fresh)
+        fresh = self._ensure_blocks(blocks())
+        try:
+            self._read_into(start, stop, out_array, check_status=False, fresh=fresh)
+        except BlockNotReadyError as exc:
+            # STATUS.txt says available but the block file is missing or unreadable (deleted by hand,
+            # disk trouble): heal the cache by fetching that block again, once.
+            if not self._discard_broken_block(exc.block_start):
+                raise
+            fresh = self._ensure_blocks(blocks())
+            self._read_into(start, stop, out_array, check_status=False, fresh=fresh)
         return out_array
 
     def _ensure_blocks(self, block_starts: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray]:

@@ -815,10 +815,12 @@ class BlockwiseFileset:
                 )
             try:
                 entry = self._handles.acquire(paths.file_path)
-            except FileNotFoundError as exc:
-                raise FileNotFoundError(
-                    f"block at {block_start} is marked available but its file {paths.file_path} is missing; "
-                    "run `rbfs verify --repair`"
+            except OSError as exc:  # missing, or not an HDF5 file (h5py raises OSError for both)
+                what = "missing" if isinstance(exc, FileNotFoundError) else f"unreadable ({exc})"
+                raise BlockNotReadyError(
+                    f"block at {block_start} is marked available but its file {paths.file_path} is {what}; "
+                    "run `rbfs verify --repair`",
+                    block_start=block_start,
                 ) from exc
             try:
                 dataset = entry.dataset(paths.internal_path)
@@ -1160,6 +1162,26 @@ class BlockwiseFileset:
         if not os.path.exists(paths.lock_path):
             return False
         return bool(locks.BlockLock(paths.lock_path).locked_elsewhere())
+
+    def _discard_broken_block(self, block_start: tuple[int, ...]) -> bool:
+        """Mark a block that claims to be available but whose file is bad as missing again.
+
+        Under the block's lock, and only if the file is still bad. Returns whether anything was removed.
+        """
+        paths = self._paths(block_start)
+        with self._block_lock(block_start):
+            problem = self._check_block_file(paths, _ints(block_start), deep=False)
+            if problem is None or not os.path.exists(paths.status_path):
+                return False
+            for path in (paths.status_path, paths.file_path):
+                _remove_quietly(path)
+            self._handles.invalidate(paths.file_path)
+        logger.warning(
+            "block %s was marked available but its file is bad (%s); it will be fetched again",
+            list(block_start),
+            problem,
+        )
+        return True
 
     def _repair_block(
         self, block_start: tuple[int, ...], paths: BlockPaths, bad: bool, report: VerifyReport

@@ -500,3 +500,32 @@ def test_report_reads_like_a_mapping_too():
     assert dict(report)["skipped"] == 1 and set(dict(report)) == set(report.keys())
     with pytest.raises(KeyError):
         report["nonsense"]
+
+
+@pytest.mark.parametrize("damage", ["delete", "garbage"])
+def test_cache_heals_a_block_marked_available_whose_file_is_gone_or_broken(desc, server, volume, damage):
+    with RESTfulBlockwiseFileset(str(desc)) as vol:
+        vol.readData(((0, 0, 0), (8, 32, 32)))
+        path = vol.getDatasetPathComponents((0, 0, 0)).externalPath
+    if damage == "delete":
+        os.remove(path)
+    else:
+        Path(path).write_bytes(b"not an HDF5 file")
+    with RESTfulBlockwiseFileset(str(desc)) as vol:
+        np.testing.assert_array_equal(vol[0:8, 0:32, 0:32], volume[0:8, 0:32, 0:32])
+    assert server.requests == 2  # the damaged block was fetched again, once
+
+
+def test_store_reports_a_missing_block_file_as_block_not_ready(desc, volume):
+    from lazyflow_rbfs import BlockwiseFileset
+    from lazyflow_rbfs.errors import BlockNotReadyError
+
+    local_desc = RESTfulBlockwiseFileset.readDescription(str(desc)).local_description
+    with RESTfulBlockwiseFileset(str(desc)) as vol:
+        vol.readData(((0, 0, 0), (8, 32, 32)))
+        path = vol.getDatasetPathComponents((0, 0, 0)).externalPath
+    os.remove(path)
+    with BlockwiseFileset(str(desc), preparsedDescription=local_desc) as local:
+        with pytest.raises(BlockNotReadyError, match="verify --repair") as info:
+            local.readData(((0, 0, 0), (1, 1, 1)))
+        assert tuple(info.value.block_start) == (0, 0, 0)
