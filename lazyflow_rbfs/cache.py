@@ -636,10 +636,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             report.total = max(report.total, report.done)
             if bar is not None:
                 bar.close()
-        logger.info("prefetch finished: %s", report.summary())
-        if report.failed and raise_on_failure:
-            raise PrefetchError(f"prefetch incomplete: {report.summary()}", report=report)
-        return report
+        return _finish_report(report, raise_on_failure, "prefetch")
 
     def to_dask(self, **options: Any) -> Any:
         """A dask array of the view whose chunks are the cache blocks (needs the ``distributed`` extra).
@@ -690,6 +687,14 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             )
         super().reopen(mode)
         self._closing = False
+
+
+def _finish_report(report: PrefetchReport, raise_on_failure: bool, what: str) -> PrefetchReport:
+    """Log a finished prefetch; raise :class:`PrefetchError` carrying it if blocks failed (and asked to)."""
+    logger.info("%s finished: %s", what, report.summary())
+    if report.failed and raise_on_failure:
+        raise PrefetchError(f"{what} incomplete: {report.summary()}", report=report)
+    return report
 
 
 def _reopen(cls: type, path: str, options: dict) -> RESTfulBlockwiseFileset:

@@ -31,8 +31,14 @@ import distributed
 import numpy as np
 
 from lazyflow_rbfs import geometry
-from lazyflow_rbfs.cache import MAX_ERROR_DETAILS, PrefetchReport, RESTfulBlockwiseFileset, _progress_reporter
-from lazyflow_rbfs.errors import ArgumentError, PrefetchError
+from lazyflow_rbfs.cache import (
+    MAX_ERROR_DETAILS,
+    PrefetchReport,
+    RESTfulBlockwiseFileset,
+    _finish_report,
+    _progress_reporter,
+)
+from lazyflow_rbfs.errors import ArgumentError
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array
@@ -326,10 +332,7 @@ def prefetch_on_cluster(
         report.seconds = time.monotonic() - t0
         if bar is not None:
             bar.close()
-    logger.info("distributed prefetch finished: %s", report.summary())
-    if report.failed and raise_on_failure:
-        raise PrefetchError(f"prefetch incomplete: {report.summary()}", report=report)
-    return report
+    return _finish_report(report, raise_on_failure, "distributed prefetch")
 
 
 def _merge(report: PrefetchReport, future: distributed.Future, batch: list[tuple[int, ...]]) -> None:
