@@ -26,10 +26,7 @@ untimed for both).
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
-import traceback
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,114 +56,7 @@ QUICK = {
 }
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The precomputed server in its own process (common.ServerProcess does not take PrecomputedSettings)
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _server_main(conn: Any, spec: dict[str, Any]) -> None:
-    """Child process: serve ``make_volume(shape, seed)`` as precomputed; answer commands over ``conn``."""
-    try:
-        from lazyflow_rbfs.server import CutoutServer, PrecomputedSettings
-
-        volume = common.make_volume(spec["shape"], spec["seed"])
-        chunk_z, chunk_y, chunk_x = spec["chunk_zyx"]
-        settings = PrecomputedSettings(chunk_xyz=(chunk_x, chunk_y, chunk_z), scales=1, gzip=spec["gzip"])
-        server = CutoutServer(volume, latency=spec["latency"], precomputed=settings).start()
-    except BaseException:
-        conn.send(("error", traceback.format_exc()))
-        return
-    conn.send(("ready", {"precomputed_url": server.precomputed_url, "info": server.precomputed_info()}))
-    try:
-        while True:
-            try:
-                cmd = conn.recv()
-            except EOFError:
-                break
-            if cmd == "stop":
-                conn.send(("ok", None))
-                break
-            if cmd == "stats":
-                log = server.request_log
-                reply = {
-                    "requests": server.requests,
-                    "max_in_flight": server.max_in_flight,
-                    "bytes_sent": server.bytes_sent,
-                    "chunk_requests": sum(1 for r in log if not r.path.endswith("/info")),
-                    "errors": sum(1 for r in log if r.status != 200),
-                    "accept_gzip": sum(1 for r in log if "gzip" in r.headers.get("Accept-Encoding", "")),
-                }
-            elif cmd == "reset":
-                server.reset_stats()
-                reply = None
-            else:
-                conn.send(("error", f"unknown server command {cmd!r}"))
-                continue
-            conn.send(("ok", reply))
-    finally:
-        server.close()
-
-
-class PrecomputedServer:
-    """A CutoutServer serving precomputed in a spawned process; :meth:`call` ``"stats"`` / ``"reset"``."""
-
-    def __init__(
-        self, shape: Sequence[int], chunk_zyx: Sequence[int], *, latency: float, seed: int, gzip: bool
-    ) -> None:
-        self.spec = {
-            "shape": tuple(int(s) for s in shape),
-            "chunk_zyx": tuple(int(c) for c in chunk_zyx),
-            "latency": float(latency),
-            "seed": int(seed),
-            "gzip": bool(gzip),
-        }
-        self._proc: Any = None
-        self._conn: Any = None
-        self.info: dict[str, Any] = {}
-
-    def __enter__(self) -> PrecomputedServer:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_server_main, args=(child, self.spec), name="rbfs-bench-precomputed")
-        self._proc.start()
-        child.close()
-        self._conn = parent
-        status, payload = self._conn.recv()
-        if status != "ready":
-            self.__exit__(None, None, None)
-            raise RuntimeError(f"the precomputed server failed to start:\n{payload}")
-        self.info = payload
-        return self
-
-    def call(self, cmd: str) -> Any:
-        self._conn.send(cmd)
-        status, payload = self._conn.recv()
-        if status != "ok":
-            raise RuntimeError(f"server command {cmd!r} failed:\n{payload}")
-        return payload
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._proc is None:
-            return
-        try:
-            if self._proc.is_alive():
-                self.call("stop")
-        except (OSError, EOFError, RuntimeError):
-            pass
-        self._proc.join(timeout=30)
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join()
-        self._conn.close()
-        self._proc = None
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The clients
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _timed(server: PrecomputedServer, read: Any, arg: Any) -> tuple[Any, dict[str, Any]]:
+def _timed(server: common.ServerProcess, read: Any, arg: Any) -> tuple[Any, dict[str, Any]]:
     """Run ``read(arg)`` with the server's counters reset; its result, wall and CPU seconds, server stats."""
     server.call("reset")
     c0, t0 = common.cpu_seconds(), time.perf_counter()
@@ -176,7 +66,7 @@ def _timed(server: PrecomputedServer, read: Any, arg: Any) -> tuple[Any, dict[st
 
 
 def rbfs_round(
-    server: PrecomputedServer, workdir: Path, cfg: dict[str, Any], source: np.ndarray | None
+    server: common.ServerProcess, workdir: Path, cfg: dict[str, Any], source: np.ndarray | None
 ) -> dict[str, Any]:
     """Cold ``readData`` of the region into a fresh cache, then warm with a fresh fileset object."""
     common.empty_dir(workdir)
@@ -203,7 +93,7 @@ def rbfs_round(
 
 
 def cloudvolume_round(
-    server: PrecomputedServer,
+    server: common.ServerProcess,
     workdir: Path,
     cfg: dict[str, Any],
     source: np.ndarray | None,
@@ -269,8 +159,11 @@ def run_variant(
     results: dict[str, list[dict[str, Any]]] = {who: [] for who in CONTENDERS}
     with (
         common.temp_dir("precomputed") as tmp,
-        PrecomputedServer(
-            cfg["shape"], cfg["chunk_zyx"], latency=cfg["latency"], seed=seed, gzip=gzip
+        common.ServerProcess(
+            cfg["shape"],
+            latency=cfg["latency"],
+            seed=seed,
+            precomputed={"chunk_zyx": cfg["chunk_zyx"], "gzip": gzip},
         ) as server,
     ):
         # Warm-up (untimed, but checked): imports, first connections, the server's code paths.

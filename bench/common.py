@@ -328,24 +328,31 @@ def _server_main(conn: Any, spec: dict[str, Any]) -> None:
         if backlog:  # what-if knob for diagnosis only (listen backlog); see README "Findings"
             server_module._HTTPServer.request_queue_size = int(backlog)
         volume = make_volume(spec["shape"], spec.get("seed", 0), spec.get("kind", "random"))
-        server = CutoutServer(volume, latency=spec.get("latency", 0.0)).start()
+        apis: dict[str, Any] = {}
+        if spec.get("precomputed"):
+            from lazyflow_rbfs.server import PrecomputedSettings
+
+            chunk_z, chunk_y, chunk_x = spec["precomputed"]["chunk_zyx"]
+            apis["precomputed"] = PrecomputedSettings(
+                chunk_xyz=(chunk_x, chunk_y, chunk_z), scales=1, gzip=spec["precomputed"]["gzip"]
+            )
+        server = CutoutServer(volume, latency=spec.get("latency", 0.0), **apis).start()
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return
-    conn.send(
-        (
-            "ready",
-            {
-                "url_format": server.url_format,
-                "axes": server.axes,
-                "url_axes": server.url_axes,
-                "shape": server.shape,
-                "origin_offset": server.origin_offset,
-                "dataset": server.dataset_name,
-                "pid": os.getpid(),
-            },
-        )
-    )
+    info = {
+        "url_format": server.url_format,
+        "axes": server.axes,
+        "url_axes": server.url_axes,
+        "shape": server.shape,
+        "origin_offset": server.origin_offset,
+        "dataset": server.dataset_name,
+        "pid": os.getpid(),
+    }
+    if spec.get("precomputed"):
+        info["precomputed_url"] = server.precomputed_url
+        info["precomputed_info"] = server.precomputed_info()
+    conn.send(("ready", info))
     try:
         while True:
             try:
@@ -357,11 +364,16 @@ def _server_main(conn: Any, spec: dict[str, Any]) -> None:
                     conn.send(("ok", None))
                     break
                 if cmd == "stats":
+                    log = server.request_log
                     reply = {
                         "requests": server.requests,
                         "max_in_flight": server.max_in_flight,
                         "bytes_sent": server.bytes_sent,
                         "in_flight": server.in_flight,
+                        "errors": sum(1 for r in log if r.status != 200),
+                        # precomputed: chunk requests (not the info file), and who asked for gzip
+                        "chunk_requests": sum(1 for r in log if not r.path.endswith("/info")),
+                        "accept_gzip": sum(1 for r in log if "gzip" in r.headers.get("Accept-Encoding", "")),
                     }
                 elif cmd == "reset":
                     server.reset_stats()
@@ -400,12 +412,27 @@ class ServerProcess:
         Volume shape (``zyx``, ``uint8``); the data is :func:`make_volume` ``(shape, seed, kind)``.
     latency
         Seconds the server waits before answering each request.
+    precomputed
+        ``{"chunk_zyx": (z, y, x), "gzip": bool}`` to serve neuroglancer precomputed too (one scale);
+        ``info`` then holds ``precomputed_url`` and ``precomputed_info``.
     """
 
     def __init__(
-        self, shape: Sequence[int], *, latency: float = 0.0, seed: int = 0, kind: str = "random"
+        self,
+        shape: Sequence[int],
+        *,
+        latency: float = 0.0,
+        seed: int = 0,
+        kind: str = "random",
+        precomputed: dict[str, Any] | None = None,
     ) -> None:
-        self.spec = {"shape": tuple(int(s) for s in shape), "latency": latency, "seed": seed, "kind": kind}
+        self.spec = {
+            "shape": tuple(int(s) for s in shape),
+            "latency": latency,
+            "seed": seed,
+            "kind": kind,
+            "precomputed": precomputed,
+        }
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Any = None
         self.info: dict[str, Any] = {}
