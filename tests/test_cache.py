@@ -529,3 +529,19 @@ def test_store_reports_a_missing_block_file_as_block_not_ready(desc, volume):
         with pytest.raises(BlockNotReadyError, match="verify --repair") as info:
             local.readData(((0, 0, 0), (1, 1, 1)))
         assert tuple(info.value.block_start) == (0, 0, 0)
+
+
+def test_auth_headers_reach_the_server_but_never_disk_or_logs(desc, server, volume, caplog, tmp_path):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    secret = "Token 5ecret-never-written"
+    server.faults.fail_next(1, status=503)  # an error path too
+    with RESTfulBlockwiseFileset(str(desc), headers={"Authorization": secret}, retries=2) as vol:
+        np.testing.assert_array_equal(vol[...], volume)
+        assert secret not in repr(vol) and secret not in repr(vol.remote)
+    assert all(r.headers.get("Authorization") == secret for r in server.request_log)
+    assert secret not in caplog.text and caplog.text
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
