@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -339,52 +339,65 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         self._check_open()
         start, stop = self._check_roi(roi)
         out_array = self._output_array(start, stop, out_array)
-        blocks = partial(geometry.iter_block_starts, start, stop, self.description.block_shape)
-        # Blocks this call waited for are copied from memory, not read back from their new files.
-        fresh = self._ensure_blocks(blocks())
+        desc = self.description
+        blocks = partial(geometry.iter_block_starts, start, stop, desc.block_shape)
+        copied: set[tuple[int, ...]] = set()
+
+        def take(block_start: tuple[int, ...], data: np.ndarray) -> None:
+            # A block this call waited for is copied from memory as soon as it lands (then dropped),
+            # not read back from its new file.
+            block_slices, out_slices = geometry.block_projection(
+                block_start, desc.block_shape, desc.view_shape, start, stop
+            )
+            out_array[out_slices] = data[block_slices]
+            copied.add(block_start)
+
+        self._ensure_blocks(blocks(), on_data=take)
         try:
-            self._read_into(start, stop, out_array, check_status=False, fresh=fresh)
+            self._read_into(start, stop, out_array, check_status=False, skip=copied)
         except BlockNotReadyError as exc:
             # STATUS.txt says available but the block file is missing or unreadable (deleted by hand,
             # disk trouble): heal the cache by fetching that block again, once.
             if not self._discard_broken_block(exc.block_start):
                 raise
-            fresh = self._ensure_blocks(blocks())
-            self._read_into(start, stop, out_array, check_status=False, fresh=fresh)
+            self._ensure_blocks(blocks(), on_data=take)
+            self._read_into(start, stop, out_array, check_status=False, skip=copied)
         return out_array
 
-    def _ensure_blocks(self, block_starts: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], np.ndarray]:
+    def _ensure_blocks(
+        self,
+        block_starts: Iterable[tuple[int, ...]],
+        on_data: Callable[[tuple[int, ...], np.ndarray], Any] | None = None,
+    ) -> None:
         """Return once every block in ``block_starts`` is available; raise the first failure.
 
-        Returns the validated arrays of the blocks that were downloaded meanwhile, by block start.
+        ``on_data(block_start, array)`` is called, in this thread and in completion order, for each block
+        downloaded meanwhile, with its validated array (which is then no longer held).
         """
-        pending: list[tuple[tuple[int, ...], Future]] = []
+        waiting: dict[Future, tuple[int, ...]] = {}
         for block_start in block_starts:
             if self.getBlockStatus(block_start) != self.BLOCK_AVAILABLE:
-                pending.append((block_start, self._request_block(block_start, self._get_executor())))
+                waiting[self._request_block(block_start, self._get_executor())] = block_start
         first_error: BaseException | None = None
-        fresh: dict[tuple[int, ...], np.ndarray] = {}
-        for block_start, future in pending:
-            while True:
+        while waiting:
+            done, _ = wait(waiting, return_when=FIRST_COMPLETED)
+            for future in done:
+                block_start = waiting.pop(future)
                 try:
                     _, data = future.result()
-                    if data is not None:
-                        fresh[block_start] = data
-                    break
                 except _Abandoned as exc:
                     if exc.fileset is self or self._closing:
-                        if first_error is None:
-                            first_error = ClosedError("the fileset was closed during the download")
-                        break
-                    # Another fileset that was downloading it closed; fetch it ourselves.
-                    future = self._request_block(block_start, self._get_executor())
-                except Exception as exc:  # noqa: BLE001 - re-raised below, after every wait ends
-                    if first_error is None:
-                        first_error = exc
-                    break
+                        first_error = first_error or ClosedError("the fileset was closed during the download")
+                    else:  # another fileset that was downloading it closed: fetch it ourselves
+                        waiting[self._request_block(block_start, self._get_executor())] = block_start
+                    continue
+                except Exception as exc:  # noqa: BLE001 - raised below, once every wait has ended
+                    first_error = first_error or exc
+                    continue
+                if data is not None and on_data is not None:
+                    on_data(block_start, data)
         if first_error is not None:
             raise first_error
-        return fresh
 
     def _request_block(self, block_start: tuple[int, ...], executor: ThreadPoolExecutor) -> Future:
         key = self._paths(block_start).file_path

@@ -28,6 +28,7 @@ __all__ = [
     "block_dir_names",
     "to_slices",
     "index_to_roi",
+    "block_projection",
 ]
 
 
@@ -155,6 +156,23 @@ def projections(
             tuple(p[2] for p in combo),
             tuple(p[3] for p in combo),
         )
+
+
+def block_projection(
+    block_start: Sequence[int],
+    block_shape: np.ndarray,
+    shape: np.ndarray,
+    start: np.ndarray,
+    stop: np.ndarray,
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """``(block_slices, out_slices)`` of one block that intersects ``[start, stop)`` (see Projection)."""
+    block_slices, out_slices = [], []
+    for bs, b, n, s, e in zip(block_start, block_shape, shape, start, stop):
+        bs, be = int(bs), min(int(bs) + int(b), int(n))
+        lo, hi = max(int(s), bs), min(int(e), be)
+        block_slices.append(slice(lo - bs, hi - bs))
+        out_slices.append(slice(lo - int(s), hi - int(s)))
+    return tuple(block_slices), tuple(out_slices)
 
 
 def roi_string(start: Sequence[int] | np.ndarray, stop: Sequence[int] | np.ndarray) -> str:

@@ -790,21 +790,19 @@ class BlockwiseFileset:
         stop: numpy.ndarray,
         out: Any,
         check_status: bool = True,
-        fresh: dict[tuple[int, ...], numpy.ndarray] | None = None,
+        skip: set[tuple[int, ...]] | None = None,
     ) -> None:
         """Copy the validated roi ``[start, stop)`` from the available blocks into ``out``.
 
         ``check_status=False`` skips the ``STATUS.txt`` test, for callers that just ensured the blocks;
-        ``fresh`` maps block starts to arrays already in memory (disk-clipped blocks just published), which
-        are copied from instead of their files.
+        blocks in ``skip`` are already in ``out`` (copied from memory as they were downloaded).
         """
         direct = isinstance(out, numpy.ndarray) and out.flags.c_contiguous and out.dtype == self._dtype
         block_shape = numpy.asarray(self._block_shape_t, dtype=numpy.int64)
         view_shape = numpy.asarray(self._view_shape, dtype=numpy.int64)
         for proj in geometry.projections(start, stop, block_shape, view_shape):
             block_start = proj.block_start
-            if fresh and block_start in fresh:
-                out[proj.out_slices] = fresh[block_start][proj.block_slices]
+            if skip and block_start in skip:
                 continue
             paths = self._paths(block_start)
             if check_status and not os.path.exists(paths.status_path):

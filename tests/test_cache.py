@@ -545,3 +545,23 @@ def test_auth_headers_reach_the_server_but_never_disk_or_logs(desc, server, volu
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_cold_read_does_not_hold_every_downloaded_block_until_the_end(tmp_path):
+    import tracemalloc
+
+    big = np.random.default_rng(1).integers(0, 255, (64, 512, 1024), dtype=np.uint8)  # 32 MiB
+    with CutoutServer(big) as srv:
+        path = srv.write_description(tmp_path / "big.json", block_shape=(32, 128, 256), cache_dir="c")
+        with RESTfulBlockwiseFileset(path, max_parallel=2) as vol:
+            out = np.empty(big.shape, big.dtype)
+            tracemalloc.start()
+            try:
+                vol.readData(((0, 0, 0), big.shape), out)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+    np.testing.assert_array_equal(out, big)
+    # Each 1 MiB block is copied into the output as it lands and dropped; keeping all 32 of them (as a
+    # read-back-later design would) needs at least the output's size again.
+    assert peak < 0.75 * out.nbytes, peak / 2**20

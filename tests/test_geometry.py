@@ -155,3 +155,16 @@ def test_index_to_roi_rejects(key, error):
 def test_index_to_roi_rejects_arrays_and_lists_with_type_error(key):
     with pytest.raises(TypeError):
         g.index_to_roi(key, (5, 6, 7))
+
+
+def test_block_projection_agrees_with_projections():
+    rng = np.random.default_rng(5)
+    shape, block = np.array([13, 17, 9]), np.array([4, 5, 3])
+    for _ in range(30):
+        start = np.array([rng.integers(0, n) for n in shape])
+        stop = np.array([rng.integers(a + 1, n + 1) for a, n in zip(start, shape)])
+        for p in g.projections(start, stop, block, shape):
+            assert g.block_projection(p.block_start, block, shape, start, stop) == (
+                p.block_slices,
+                p.out_slices,
+            )
