@@ -39,7 +39,7 @@ from lazyflow_rbfs.errors import (
     ReadOnlyError,
     SchemaError,
 )
-from lazyflow_rbfs.locks import IN_FLIGHT
+from lazyflow_rbfs.locks import IN_FLIGHT, Cancel, LockWaitCancelled
 from lazyflow_rbfs.remote import RESTfulVolume
 from lazyflow_rbfs.store import BlockwiseFileset
 
@@ -68,6 +68,7 @@ def _after_fork_in_child() -> None:
         fileset._executor = None
         fileset._executor_mutex = threading.Lock()
         fileset._prefetch_executors = set()
+        fileset._cancel_lock_waits = Cancel()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -271,13 +272,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             preparsedDescription=self.localDescription,
             max_open_files=max_open_files,
         )
-        self._remoteVolume = RESTfulVolume(
-            preparsedDescription=self.remoteDescription,
-            timeout=timeout,
-            retries=retries,
-            headers=headers,
-            max_parallel=max_parallel,
-        )
+        self._remoteVolume = self._open_remote()
         self.max_parallel = max_parallel
         self.lock_timeout = lock_timeout
         self.progress = progress
@@ -285,9 +280,20 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         self._executor_mutex = threading.Lock()
         self._prefetch_executors: set[ThreadPoolExecutor] = set()
         self._closing = False
+        self._cancel_lock_waits = Cancel()  # close() ends waits on other processes' locks
         _LIVE_FILESETS.add(self)
         self._counter_mutex = threading.Lock()
         self.blocks_downloaded = 0
+
+    def _open_remote(self) -> RESTfulVolume:
+        options = self._open_args[1]
+        return RESTfulVolume(
+            preparsedDescription=self.remoteDescription,
+            timeout=options["timeout"],
+            retries=options["retries"],
+            headers=options["headers"],
+            max_parallel=options["max_parallel"],
+        )
 
     def __reduce__(self):
         # Pickles as "open this description with these options" (dask workers, multiprocessing).
@@ -443,7 +449,11 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             return "present", None
         lock = self._block_lock(block_start)
         if wait_for_lock:
-            lock.acquire(timeout=self.lock_timeout)
+            logger.debug("block %s is being downloaded by another process; waiting for it", list(block_start))
+            try:
+                lock.acquire(timeout=self.lock_timeout, cancel=self._cancel_lock_waits)
+            except LockWaitCancelled:
+                raise _Abandoned("the fileset was closed", self) from None
         elif not lock.acquire(blocking=False):
             return "busy", None
         try:
@@ -683,6 +693,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
     def close(self) -> None:
         """Stop downloading (queued blocks are dropped, running ones finish) and close every file."""
         self._closing = True
+        self._cancel_lock_waits.cancel()  # a worker waiting on another process's lock stops at once
         with self._executor_mutex:
             executor, self._executor = self._executor, None
             prefetches = list(self._prefetch_executors)
@@ -699,6 +710,9 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                 f"a RESTfulBlockwiseFileset is read-only: reopen it with mode 'r', not {mode!r}"
             )
         super().reopen(mode)
+        if self._remoteVolume.closed:  # close() closed its HTTP sessions
+            self._remoteVolume = self._open_remote()
+        self._cancel_lock_waits = Cancel()
         self._closing = False
 
 

@@ -23,7 +23,7 @@ from concurrent.futures import Future
 
 from lazyflow_rbfs.errors import LockTimeoutError
 
-__all__ = ["BlockLock", "InFlight", "IN_FLIGHT"]
+__all__ = ["BlockLock", "Cancel", "LockWaitCancelled", "InFlight", "IN_FLIGHT"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ class BlockLock:
         """Whether this instance holds the lock."""
         return self._fd is not None
 
-    def acquire(self, timeout: float | None = None, blocking: bool = True) -> bool:
+    def acquire(
+        self, timeout: float | None = None, blocking: bool = True, cancel: Cancel | None = None
+    ) -> bool:
         """Take the lock.
 
         Parameters
@@ -87,6 +89,9 @@ class BlockLock:
             Seconds to wait at most; ``None`` waits as long as the holder lives.
         blocking
             ``False`` tries once and returns at once.
+        cancel
+            A :class:`Cancel` that, when cancelled, ends the wait with :class:`LockWaitCancelled`
+            (a fileset's ``close()`` uses this so it never waits on another process's download).
 
         Returns
         -------
@@ -97,61 +102,71 @@ class BlockLock:
         ------
         LockTimeoutError
             ``timeout`` passed before the lock could be taken.
+        LockWaitCancelled
+            ``cancel`` was cancelled before the lock could be taken.
         """
         if self._fd is not None:
             raise RuntimeError(f"lock {self.path} is already held by this instance")
         if not blocking:
             self._fd = _open_and_lock(self.path, blocking=False)
             return self._fd is not None
-        if timeout is None:
+        if timeout is None and cancel is None:
             self._fd = _open_and_lock(self.path, blocking=True)
             return True
         fd = _open_and_lock(self.path, blocking=False)
         if fd is None:
-            fd = self._wait_with_timeout(timeout)
+            fd = self._wait_in_helper(timeout, cancel)
         self._fd = fd
         return True
 
-    def _wait_with_timeout(self, timeout: float) -> int:
-        # flock has no timed wait, and polling is what this package avoids. A helper thread makes the
-        # blocking call (the kernel wakes it when the holder releases or dies). If we stop waiting first,
-        # by timeout or by an exception such as KeyboardInterrupt, the helper is marked abandoned and
-        # releases the lock the moment it gets it, so nothing is left held; it lives until then.
-        done = threading.Event()
-        decide = threading.Lock()
+    def _wait_in_helper(self, timeout: float | None, cancel: Cancel | None) -> int:
+        # flock has no timed or cancellable wait, and polling is what this package avoids. A helper
+        # thread makes the blocking call (the kernel wakes it when the holder releases or dies) and
+        # notifies a condition; this thread waits on that condition, which a Cancel can notify too. If
+        # we stop waiting first (timeout, cancel, or an exception such as KeyboardInterrupt), the helper
+        # is marked abandoned and releases the lock the moment it gets it; it lives until then.
+        cond = cancel.condition if cancel is not None else threading.Condition()
         outcome: dict = {}
 
         def wait_for_lock() -> None:
             try:
                 fd = _open_and_lock(self.path, blocking=True)
             except BaseException as exc:  # handed to the waiting thread below
-                with decide:
+                with cond:
                     outcome["error"] = exc
-                done.set()
+                    cond.notify_all()
                 return
-            with decide:
-                if outcome.get("abandoned"):
-                    _unlink_and_close(self.path, fd)
-                    return
-                outcome["fd"] = fd
-            done.set()
+            with cond:
+                abandoned = outcome.get("abandoned", False)
+                if not abandoned:
+                    outcome["fd"] = fd
+                    cond.notify_all()
+            if abandoned:
+                _unlink_and_close(self.path, fd)
+
+        def settled() -> bool:
+            return "fd" in outcome or "error" in outcome or (cancel is not None and cancel.cancelled)
 
         threading.Thread(target=wait_for_lock, name=f"rbfs-lock-wait {self.path}", daemon=True).start()
+        fd = None
         try:
-            done.wait(timeout)
+            with cond:
+                cond.wait_for(settled, timeout)
+                if "fd" in outcome:
+                    return outcome.pop("fd")
+                if "error" in outcome:
+                    raise outcome["error"]
+                outcome["abandoned"] = True
+                cancelled = cancel is not None and cancel.cancelled
         except BaseException:
-            with decide:
+            with cond:
                 fd = outcome.pop("fd", None)
                 outcome["abandoned"] = True
             if fd is not None:
                 _unlink_and_close(self.path, fd)
             raise
-        with decide:
-            if "fd" in outcome:
-                return outcome["fd"]
-            if "error" in outcome:
-                raise outcome["error"]
-            outcome["abandoned"] = True
+        if cancelled:
+            raise LockWaitCancelled(f"stopped waiting for the lock {self.path}: cancelled", path=self.path)
         raise LockTimeoutError(
             f"waited {timeout:g} s for the lock {self.path}, which another process holds; "
             "raise lock_timeout or check that process",
@@ -200,6 +215,23 @@ def _unlink_and_close(path: str, fd: int) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class LockWaitCancelled(LockTimeoutError):
+    """A lock wait ended because its :class:`Cancel` was cancelled (internal; the cache reports closing)."""
+
+
+class Cancel:
+    """Ends :meth:`BlockLock.acquire` waits that were given it, at once, when :meth:`cancel` is called."""
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        with self.condition:
+            self.cancelled = True
+            self.condition.notify_all()
 
 
 class InFlight:

@@ -565,3 +565,87 @@ def test_cold_read_does_not_hold_every_downloaded_block_until_the_end(tmp_path):
     # Each 1 MiB block is copied into the output as it lands and dropped; keeping all 32 of them (as a
     # read-back-later design would) needs at least the output's size again.
     assert peak < 0.75 * out.nbytes, peak / 2**20
+
+
+class _WaitSeen:
+    """A logging handler that sets an Event when the cache starts waiting on another process's lock."""
+
+    def __init__(self):
+        import logging
+
+        self.event = threading.Event()
+        self.handler = logging.Handler()
+        self.handler.emit = lambda record: (
+            self.event.set() if "downloaded by another process" in record.getMessage() else None
+        )
+        self.logger = logging.getLogger("lazyflow_rbfs.cache")
+
+    def __enter__(self):
+        import logging
+
+        self.level = self.logger.level
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.addHandler(self.handler)
+        return self.event
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+
+
+def test_close_does_not_wait_for_another_process_holding_a_block_lock(desc, server):
+    with RESTfulBlockwiseFileset(str(desc)) as probe:
+        lock_path = probe._paths((0, 0, 0)).lock_path
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from lazyflow_rbfs.locks import BlockLock; l = BlockLock(sys.argv[1]); l.acquire();"
+            " print('held', flush=True); sys.stdin.readline()",
+            lock_path,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        vol = RESTfulBlockwiseFileset(str(desc))  # lock_timeout=None: would wait as long as the holder lives
+        outcome = {}
+
+        def read():
+            try:
+                vol.readData(((0, 0, 0), (1, 1, 1)))
+                outcome["read"] = "ok"
+            except ClosedError:
+                outcome["read"] = "closed"
+
+        with _WaitSeen() as waiting:
+            reader = threading.Thread(target=read)
+            reader.start()
+            assert waiting.wait(30), "the worker never started waiting for the held lock"
+        closer = threading.Thread(target=vol.close)
+        closer.start()
+        closer.join(30)
+        reader.join(30)
+        assert not closer.is_alive(), "close() waited for another process's lock"
+        assert outcome == {"read": "closed"}
+        assert server.requests == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    free = BlockLock(lock_path)  # the abandoned helper gave the lock back once the holder died
+    assert free.acquire(timeout=30)
+    free.release()
+
+
+def test_reopen_after_close_downloads_again(desc, server, volume):
+    vol = RESTfulBlockwiseFileset(str(desc))
+    vol.readData(((0, 0, 0), (8, 32, 32)))
+    vol.close()
+    vol.reopen("r")
+    try:
+        np.testing.assert_array_equal(vol[8:16, 0:32, 0:32], volume[8:16, 0:32, 0:32])
+    finally:
+        vol.close()
+    assert server.requests == 2
