@@ -237,7 +237,8 @@ def test_process_killed_mid_download_leaves_nothing_trusted_and_blocks_no_one(de
     assert len(status_files(desc.parent / "cache")) == 1
 
 
-def test_lock_timeout_when_another_process_holds_the_block(desc, server, tmp_path):
+def hold_first_block_lock_in_another_process(desc):
+    """Start a process holding the lock of block (0, 0, 0); returns ``(lock_path, process)`` once held."""
     with RESTfulBlockwiseFileset(str(desc)) as probe:
         lock_path = probe._paths((0, 0, 0)).lock_path
     holder = subprocess.Popen(
@@ -252,8 +253,13 @@ def test_lock_timeout_when_another_process_holds_the_block(desc, server, tmp_pat
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdout.readline().strip() == "held"
+    return lock_path, holder
+
+
+def test_lock_timeout_when_another_process_holds_the_block(desc, server, tmp_path):
+    lock_path, holder = hold_first_block_lock_in_another_process(desc)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with RESTfulBlockwiseFileset(str(desc), lock_timeout=0.5) as vol:
             assert vol.isBlockLocked((0, 0, 0))
             with pytest.raises(LockTimeoutError):
@@ -594,22 +600,8 @@ class _WaitSeen:
 
 
 def test_close_does_not_wait_for_another_process_holding_a_block_lock(desc, server):
-    with RESTfulBlockwiseFileset(str(desc)) as probe:
-        lock_path = probe._paths((0, 0, 0)).lock_path
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from lazyflow_rbfs.locks import BlockLock; l = BlockLock(sys.argv[1]); l.acquire();"
-            " print('held', flush=True); sys.stdin.readline()",
-            lock_path,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    lock_path, holder = hold_first_block_lock_in_another_process(desc)
     try:
-        assert holder.stdout.readline().strip() == "held"
         vol = RESTfulBlockwiseFileset(str(desc))  # lock_timeout=None: would wait as long as the holder lives
         outcome = {}
 
