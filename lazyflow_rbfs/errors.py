@@ -21,6 +21,7 @@ __all__ = [
     "LockTimeoutError",
     "ClosedError",
     "ReadOnlyError",
+    "CacheWriteError",
     "ArgumentError",
 ]
 
@@ -150,6 +151,25 @@ class ReadOnlyError(RbfsError, PermissionError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class CacheWriteError(RbfsError, OSError):
+    """The cache's file system refused a write: full disk, read-only mount, quota, permissions.
+
+    ``path`` is the file or directory that could not be written and ``errno`` the operating system's error
+    number (``None`` if there was none). Nothing is left marked available when this is raised.
+    """
+
+    _fields = ("path", "errno")
+
+    def __str__(self) -> str:
+        return self.message
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: Any, action: str = "write") -> CacheWriteError:
+        """Build one from the ``OSError`` that ``action`` on ``path`` raised (chain it with ``from exc``)."""
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return cls(f"cannot {action} {path}: {reason}", path=str(path), errno=exc.errno)
 
 
 class ArgumentError(RbfsError, ValueError):

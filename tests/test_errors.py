@@ -21,6 +21,7 @@ TABLE = {
     "LockTimeoutError": (errors.RbfsError, TimeoutError),
     "ClosedError": (errors.RbfsError, ValueError),
     "ReadOnlyError": (errors.RbfsError, PermissionError),
+    "CacheWriteError": (errors.RbfsError, OSError),
     "ArgumentError": (errors.RbfsError, ValueError),  # ours, beyond API.md's table
 }
 
@@ -36,6 +37,7 @@ SAMPLES = [
     errors.LockTimeoutError("waited", path="/c/.rbfs.lock"),
     errors.ClosedError("closed"),
     errors.ReadOnlyError("read-only"),
+    errors.CacheWriteError("cannot write /c/x.h5: No space left on device", path="/c/x.h5", errno=28),
     errors.ArgumentError("mode must be 'r' or 'a'"),
 ]
 
