@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from lazyflow_rbfs import description as _description
-from lazyflow_rbfs import geometry
+from lazyflow_rbfs import geometry, identity
 from lazyflow_rbfs.errors import (
     ArgumentError,
     BlockNotReadyError,
@@ -284,6 +284,28 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         _LIVE_FILESETS.add(self)
         self._counter_mutex = threading.Lock()
         self.blocks_downloaded = 0
+
+    def _check_cache_root(self) -> None:
+        # Called by BlockwiseFileset.__init__ before anything is read: the root must not hold another volume.
+        self._volume_identity = identity.identity_of(self.compositeDescription)
+        recorded = identity.check(self._root_dir, self._volume_identity, self._descriptionFilePath)
+        # Until the root records this volume, reads look at the record again (see _read_into).
+        self._volume_confirmed = recorded is not None
+
+    def _publish_block(self, block_start: Any, data: Any) -> None:
+        if not self._volume_confirmed:  # the first publish of this fileset records the root's volume
+            identity.record(self._root_dir, self._volume_identity, self._descriptionFilePath)
+            self._volume_confirmed = True
+        super()._publish_block(block_start, data)
+
+    def _read_into(self, *args: Any, **kwargs: Any) -> Any:
+        result = super()._read_into(*args, **kwargs)
+        if not self._volume_confirmed:
+            # The root had no record when this fileset opened. Any block another volume published since
+            # was published after that volume's record: look now, before handing out what was read.
+            recorded = identity.check(self._root_dir, self._volume_identity, self._descriptionFilePath)
+            self._volume_confirmed = recorded is not None
+        return result
 
     def _open_remote(self) -> RESTfulVolume:
         options = self._open_args[1]
@@ -682,6 +704,8 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         self._check_open()
         start, stop = self._subset_view_roi(roi, use_view_coordinates)
         self._ensure_blocks(geometry.iter_block_starts(start, stop, self.description.block_shape))
+        if not self._volume_confirmed:
+            identity.check(self._root_dir, self._volume_identity, self._descriptionFilePath)
         return super().exportSubset(roi, exportDirectory, use_view_coordinates)
 
     # ------------------------------------------------------------------ life cycle

@@ -975,8 +975,9 @@ class CutoutServer:
         """Write a composite ``"RESTful-blockwise-fileset-description"`` for this volume; returns the path.
 
         ``cache_dir`` becomes the local ``dataset_root_dir`` (relative paths are relative to the
-        description's directory; ``None`` leaves the default, the description's directory). ``format``,
-        ``level`` and ``remote_fields`` go to :meth:`remote_description_dict`.
+        description's directory; ``None``: ``<description stem>-blocks`` beside it, as ``rbfs describe``
+        names it, so two descriptions in one folder never share a cache). ``format``, ``level`` and
+        ``remote_fields`` go to :meth:`remote_description_dict`.
         """
         remote = self.remote_description_dict(name, format=format, level=level, **remote_fields)
         local: dict[str, Any] = {
@@ -997,8 +998,9 @@ class CutoutServer:
             "block_shape": [int(b) for b in block_shape],
             "block_file_name_format": f"block-{{roiString}}.h5/{self.dataset_name.lstrip('/')}",
         }
-        if cache_dir is not None:
-            local["dataset_root_dir"] = os.fspath(cache_dir)
+        if cache_dir is None:
+            cache_dir = f"{os.path.splitext(os.path.basename(os.fspath(path)))[0] or 'volume'}-blocks"
+        local["dataset_root_dir"] = os.fspath(cache_dir)
         if view_origin is not None:
             local["view_origin"] = [int(v) for v in view_origin]
         if view_shape is not None:

@@ -31,7 +31,7 @@ import h5py
 import numpy
 
 from lazyflow_rbfs import description as _desc
-from lazyflow_rbfs import geometry, locks
+from lazyflow_rbfs import geometry, identity, locks
 from lazyflow_rbfs.errors import (
     ArgumentError,
     BlockNotReadyError,
@@ -488,6 +488,7 @@ class BlockwiseFileset:
             self._description = type(self).readDescription(self._descriptionFilePath)
         self.mode = mode
         self._init_geometry()
+        self._check_cache_root()
         self._handles = _HandleCache(max_open_files, reclaim=self._reclaim_user_handle)
         self._paths_cache: dict[tuple[int, ...], BlockPaths] = {}
         self._user_handles: OrderedDict[str, h5py.File] = OrderedDict()
@@ -510,6 +511,15 @@ class BlockwiseFileset:
         self._internal_format: str = "/" + internal.lstrip("/")
         chunks = d.chunks
         self._chunks = None if chunks is None else _ints(chunks)
+
+    def _check_cache_root(self) -> None:
+        """Refuse a cache root whose volume record says its blocks are not of this description's kind.
+
+        A local fileset knows no remote, so it compares what makes block files readable (dtype, axes,
+        shape, block shape, file names); :class:`~lazyflow_rbfs.cache.RESTfulBlockwiseFileset` compares
+        the whole identity. Nothing is written.
+        """
+        identity.check_local(self._root_dir, self._description, self._descriptionFilePath)
 
     @property
     def description(self) -> Any:
@@ -1342,6 +1352,7 @@ class BlockwiseFileset:
         dest_desc_path = os.path.join(export_dir, os.path.basename(self._descriptionFilePath))
         dest_desc = self._export_description(dest_desc_path, view_stop)
         dest_root = os.path.normpath(os.path.join(export_dir, str(dest_desc.dataset_root_dir)))
+        identity.check_local(dest_root, dest_desc, dest_desc_path)  # not into another volume's cache
 
         created_files: list[str] = []
         created_dirs: list[str] = []
