@@ -440,7 +440,11 @@ def _build_parser() -> _Parser:
         "--describe", metavar="OUT.json", help="write a composite description of the served volume"
     )
     p.add_argument("--block-shape", type=_shape_arg, metavar="Z,Y,X", help="block shape for --describe")
-    p.add_argument("--cache-dir", metavar="DIR", help="cache directory (dataset_root_dir) for --describe")
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="cache directory (dataset_root_dir) for --describe (default: <OUT stem>-blocks beside it)",
+    )
     p.add_argument(
         "--format",
         choices=("hdf5", "npz", "boss", "precomputed"),
@@ -529,7 +533,7 @@ def _read_description(path: str) -> _Opened:
     if os.path.isdir(path):
         raise UsageError(f"expected a description file, found the directory {path!r}")
     try:
-        return _Opened("composite", path, _description.read_composite(path))
+        composite = _description.read_composite(path)
     except SchemaError as composite_error:
         try:
             return _Opened("local", path, _description.read_local(path))
@@ -539,6 +543,10 @@ def _read_description(path: str) -> _Opened:
             ) from None
     except OSError as exc:
         raise UsageError(f"cannot read description {path!r}: {exc.strerror or exc}") from None
+    from lazyflow_rbfs import identity
+
+    identity.check_composite(composite, path)  # a cache root of another volume is refused by every command
+    return _Opened("composite", path, composite)
 
 
 def _local_description(opened: _Opened) -> Any:
@@ -957,6 +965,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             server.write_description(
                 args.describe, block_shape=block_shape, cache_dir=args.cache_dir, format=args.format
             )
+            _read_description(args.describe)  # its cache dir must not hold another volume: exit 2 now
             print(f"description: {os.path.abspath(args.describe)}")
             print(f"try: rbfs info {args.describe}")
         print("press Ctrl-C to stop", flush=True)

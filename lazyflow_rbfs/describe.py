@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 
 from lazyflow_rbfs import description as _description
+from lazyflow_rbfs import identity as _identity
 from lazyflow_rbfs.errors import DescriptionError, InvalidResponseError
 from lazyflow_rbfs.remote import boss as _boss
 from lazyflow_rbfs.remote import codecs as _codecs
@@ -321,7 +322,9 @@ def describe_source(
     Raises
     ------
     DescriptionError
-        Bad source, scale or block shape, or a remote this package cannot read (sharded, other encodings).
+        Bad source, scale or block shape, or a remote this package cannot read (sharded, other encodings);
+        or (field ``dataset_root_dir``) ``cache_dir`` already holds the blocks of another volume (nothing
+        is written then).
     DownloadError
         The metadata could not be fetched, or is not valid.
     """
@@ -386,6 +389,8 @@ def describe_source(
         "remote_description": remote,
         "local_description": local,
     }
+    # A cache dir that already holds another volume would refuse this description at every open: say so now.
+    _identity.check_composite(_description.parse_composite(composite), target)
     _description.write_description(target, composite, "composite")
     logger.info(
         "described %s as %s (%s, shape %s, blocks %s)", source, target, remote["format"], shape, chosen
