@@ -16,12 +16,13 @@ callers of :meth:`RESTfulBlockwiseFileset.readData` only wait on futures.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,8 +35,10 @@ from lazyflow_rbfs import geometry, identity
 from lazyflow_rbfs.errors import (
     ArgumentError,
     BlockNotReadyError,
+    CacheWriteError,
     ClosedError,
     PrefetchError,
+    RbfsError,
     ReadOnlyError,
     SchemaError,
 )
@@ -49,6 +52,17 @@ logger = logging.getLogger(__name__)
 
 #: How many failed blocks a :class:`PrefetchReport` describes in full (all are counted).
 MAX_ERROR_DETAILS = 100
+
+#: Default ``max_failures`` of a prefetch: it stops when the first this many blocks it attempts all fail
+#: with the same error class (see :meth:`RESTfulBlockwiseFileset.downloadBlocks`).
+DEFAULT_MAX_FAILURES = 8
+
+#: ``errno`` values of an ``OSError`` from the cache's file system that fail every block alike.
+_CACHE_WRITE_ERRNOS = frozenset(
+    code
+    for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", None))
+    if code is not None
+)
 
 
 class _Abandoned(Exception):
@@ -139,6 +153,11 @@ class PrefetchReport:
         ``block start → error message`` for the first :data:`MAX_ERROR_DETAILS` failures.
     seconds
         Wall time of the call.
+    error_types
+        ``error class name → number of failed blocks`` (all failures counted).
+    stop_reason
+        Why the call stopped before attempting every block (its failures were systematic), or ``None``.
+        Blocks it did not get to are neither failed nor skipped: see :attr:`not_attempted`.
     """
 
     total: int = 0
@@ -147,8 +166,10 @@ class PrefetchReport:
     failed: BlockList = field(default_factory=BlockList)
     errors: dict[tuple[int, ...], str] = field(default_factory=dict)
     seconds: float = 0.0
+    error_types: dict[str, int] = field(default_factory=dict)
+    stop_reason: str | None = None
 
-    _KEYS = ("total", "downloaded", "skipped", "failed", "errors", "seconds")
+    _KEYS = ("total", "downloaded", "skipped", "failed", "errors", "seconds", "error_types", "stop_reason")
 
     def __getitem__(self, key: str) -> Any:
         """``report["downloaded"]`` works like ``report.downloaded`` (mapping-style access)."""
@@ -167,15 +188,97 @@ class PrefetchReport:
     def ok(self) -> bool:
         return not self.failed
 
+    @property
+    def stopped_early(self) -> bool:
+        """``True`` if the call gave up on systematic failures (:attr:`stop_reason` says why)."""
+        return self.stop_reason is not None
+
+    @property
+    def not_attempted(self) -> int:
+        """Blocks of :attr:`total` the call did not download, find cached or see fail: it stopped early."""
+        return max(self.total - self.done, 0)
+
+    def record_failure(self, block_start: tuple[int, ...], message: str, error_type: str) -> None:
+        """Count one failed block (its message kept for the first :data:`MAX_ERROR_DETAILS`)."""
+        self.failed.append(block_start)
+        if len(self.errors) < MAX_ERROR_DETAILS:
+            self.errors[block_start] = message
+        self.error_types[error_type] = self.error_types.get(error_type, 0) + 1
+
     def summary(self) -> str:
         text = (
             f"{self.total} blocks: {self.downloaded} downloaded, {self.skipped} already cached, "
-            f"{len(self.failed)} failed, in {self.seconds:.1f} s"
+            f"{len(self.failed)} failed"
         )
+        if self.not_attempted:
+            text += f", {self.not_attempted} not attempted"
+        text += f", in {self.seconds:.1f} s"
+        if self.stop_reason:
+            text += f"; stopped early: {self.stop_reason}"
         if self.failed:
             first = self.failed[0]
             text += f"; first failure at block {list(first)}: {self.errors.get(first, '?')}"
         return text
+
+
+class _SystematicFailures:
+    """Decides when a prefetch gives up because every block it has not tried yet would fail as well.
+
+    * The cache cannot be written (:class:`~lazyflow_rbfs.errors.CacheWriteError`, or an ``OSError`` of
+      the cache's file system saying it is full, read-only, over quota or forbidden): at the first one.
+    * The first ``max_failures`` blocks attempted (downloaded or failed; blocks found cached do not count)
+      all failed with the same error class: a dead server, a wrong URL. Once a block was downloaded, or
+      two error classes were seen among those first blocks, later failures never stop the call (they are
+      about single blocks: a missing region, a flaky response).
+
+    ``max_failures`` ``0`` or ``None`` never stops early. Not thread-safe: callers hold their own lock.
+    """
+
+    def __init__(self, max_failures: int | None) -> None:
+        self.limit = max_failures or 0
+        self.attempts = 0
+        self.kinds: set[str] = set()
+        self.armed = self.limit > 0
+
+    def cache_failure(self, exc: BaseException) -> str | None:
+        """The reason to stop if ``exc`` says the cache cannot be written at all."""
+        if self.limit <= 0:
+            return None
+        if isinstance(exc, CacheWriteError) or (
+            isinstance(exc, OSError) and not isinstance(exc, RbfsError) and exc.errno in _CACHE_WRITE_ERRNOS
+        ):
+            return (
+                f"the cache cannot be written ({type(exc).__name__}: {exc}); downloading more blocks would "
+                "only throw them away"
+            )
+        return None
+
+    def observe(self, downloaded: int, failures: Mapping[str, int]) -> str | None:
+        """Count finished blocks (``failures``: error class name → count); the reason to stop, once."""
+        if not self.armed:
+            return None
+        self.attempts += downloaded + sum(failures.values())
+        self.kinds.update(kind for kind, n in failures.items() if n)
+        if downloaded or len(self.kinds) > 1:
+            self.armed = False
+            return None
+        if self.attempts < self.limit:
+            return None
+        self.armed = False
+        (kind,) = self.kinds
+        return (
+            f"the first {self.attempts} blocks attempted all failed with {kind} (max_failures={self.limit})"
+        )
+
+
+def _check_max_failures(max_failures: Any) -> int:
+    if max_failures is None:
+        return 0
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+        raise ArgumentError(
+            f"max_failures must be None or an integer >= 0 (0: never stop early), got {max_failures!r}"
+        )
+    return max_failures
 
 
 class RESTfulBlockwiseFileset(BlockwiseFileset):
@@ -514,11 +617,14 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         raise_on_failure: bool = True,
         scheduler: Any = None,
         batch_size: int | None = None,
+        max_failures: int | None = DEFAULT_MAX_FAILURES,
+        wait_for_workers: float | None = None,
     ) -> PrefetchReport:
         """Download every missing block of the view, or of ``roi``, and report what happened.
 
         Streams over the blocks (memory does not grow with their number), skips cached ones, keeps going
         past failures and raises :class:`~lazyflow_rbfs.errors.PrefetchError` at the end if any failed.
+        Systematic failures stop it early (see ``max_failures``).
         Safe to run from several processes or machines on one cache at once: each block is fetched once.
 
         Parameters
@@ -541,15 +647,32 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             absolute path and share the cache directory; ``max_parallel`` then limits each worker process.
         batch_size
             Blocks per task with ``scheduler`` (default 64).
+        max_failures
+            Stop early when the first this many blocks attempted all fail with the same error class (default
+            :data:`DEFAULT_MAX_FAILURES`), or at once when the cache cannot be written; ``0`` or ``None``
+            never stops early. See :meth:`downloadBlocks`.
+        wait_for_workers
+            With ``scheduler``: seconds to wait for a first worker when the cluster has none (default
+            :data:`lazyflow_rbfs.distributed.DEFAULT_WAIT_FOR_WORKERS`).
 
         Returns
         -------
         PrefetchReport
+
+        Raises
+        ------
+        PrefetchError
+            Blocks failed (and ``raise_on_failure``); ``.report`` holds the report.
+        ArgumentError
+            A bad option, or a ``scheduler`` address that is not of a form dask accepts.
+        RemoteTimeoutError
+            With ``scheduler``: the scheduler could not be reached, or no worker joined it in time.
         """
         del skip_preparation  # directories are made when a block is locked
         self._check_open()
+        max_failures = _check_max_failures(max_failures)
         if scheduler is not None:
-            from lazyflow_rbfs.distributed import prefetch_on_cluster
+            from lazyflow_rbfs.distributed import DEFAULT_WAIT_FOR_WORKERS, prefetch_on_cluster
 
             return prefetch_on_cluster(
                 self,
@@ -559,6 +682,8 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                 max_parallel=max_parallel,
                 progress=progress,
                 raise_on_failure=raise_on_failure,
+                max_failures=max_failures,
+                wait_for_workers=DEFAULT_WAIT_FOR_WORKERS if wait_for_workers is None else wait_for_workers,
             )
         view_shape = self.description.view_shape
         if roi is None:
@@ -572,6 +697,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             total=geometry.count_blocks(start, stop, block_shape),
             progress=progress,
             raise_on_failure=raise_on_failure,
+            max_failures=max_failures,
         )
 
     def downloadBlocks(
@@ -582,14 +708,29 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         total: int | None = None,
         progress: bool | Callable[[int, int], Any] | None = None,
         raise_on_failure: bool = True,
+        max_failures: int | None = DEFAULT_MAX_FAILURES,
     ) -> PrefetchReport:
         """Download the given blocks (view block starts) unless cached: the engine of downloadAllBlocks.
 
         ``block_starts`` may be any iterable, consumed lazily; ``total`` (for the report and progress)
         defaults to its ``len()`` when it has one. Used by distributed prefetching to run one batch of
         blocks on a worker.
+
+        The call stops early, and says why in ``report.stop_reason``, when its failures are systematic:
+
+        * the first ``max_failures`` blocks it attempts (downloaded or failed; blocks found cached do not
+          count) all fail with the same error class — a dead server, a wrong ``url_format``;
+        * at the first block whose failure says the cache cannot be written
+          (:class:`~lazyflow_rbfs.errors.CacheWriteError`: full disk, read-only, quota).
+
+        Once a block was downloaded, or the first blocks failed in different ways, later failures never stop
+        the call. ``max_failures`` ``0`` or ``None`` never stops early. On a stop no further block is
+        started (queued ones are dropped, running ones finish); the blocks not reached are counted in
+        ``report.not_attempted``, neither failed nor skipped, and :class:`~lazyflow_rbfs.errors.PrefetchError`
+        is raised at the end as for any failure.
         """
         self._check_open()
+        rule = _SystematicFailures(_check_max_failures(max_failures))
         max_parallel = self.max_parallel if max_parallel is None else max_parallel
         if not isinstance(max_parallel, int) or max_parallel < 1:
             raise ArgumentError(f"max_parallel must be a positive integer, got {max_parallel!r}")
@@ -605,6 +746,17 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         t0 = time.monotonic()
         mutex = threading.Lock()
         window = threading.Semaphore(max_parallel * 4)
+        stop = threading.Event()  # set when the failures are systematic: start no further block
+        stop_token = object()  # marks the downloads this call dropped when it stopped
+        dropped = [0]
+
+        def start(block_start: tuple[int, ...], key: str) -> None:
+            # A download still queued when the call stops is dropped, not started; whoever else waits on it
+            # (a reader, another fileset) sees an _Abandoned of no fileset of theirs and claims it again.
+            if stop.is_set():
+                IN_FLIGHT.finish(key, exc=_Abandoned("the prefetch stopped early", stop_token))
+                return
+            self._download_task(block_start, key, executor, False)
 
         def watch(block_start: tuple[int, ...]) -> None:
             # Holds one window slot until record() has counted the block.
@@ -612,7 +764,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             future, owner = IN_FLIGHT.claim(key)
             if owner:
                 try:
-                    executor.submit(self._download_task, block_start, key, executor, False)
+                    executor.submit(start, block_start, key)
                 except RuntimeError as exc:
                     # close() shut this pool down between the loop's check and here: the block is
                     # counted as closed (record() turns _Abandoned of ours into ClosedError).
@@ -624,6 +776,14 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
 
         def record(block_start: tuple[int, ...], owner: bool, future: Future) -> None:
             exc = future.exception()
+            if isinstance(exc, _Abandoned) and (
+                exc.fileset is stop_token or (stop.is_set() and exc.fileset is not self)
+            ):
+                # Dropped because this call stopped early (or, after that, by another one): not attempted.
+                with mutex:
+                    dropped[0] += 1
+                window.release()
+                return
             if isinstance(exc, _Abandoned) and exc.fileset is not self and not self._closing:
                 try:
                     watch(block_start)  # another fileset dropped it: fetch it ourselves (keeps the slot)
@@ -633,29 +793,43 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             try:
                 if isinstance(exc, _Abandoned):
                     exc = ClosedError("the fileset was closed during the download")
+                reason = None
                 with mutex:
                     if exc is not None:
-                        report.failed.append(block_start)
-                        if len(report.errors) < MAX_ERROR_DETAILS:
-                            report.errors[block_start] = f"{type(exc).__name__}: {exc}"
+                        kind = type(exc).__name__
+                        report.record_failure(block_start, f"{kind}: {exc}", kind)
+                        if not isinstance(exc, ClosedError):  # closing is not a failure of the blocks
+                            reason = rule.cache_failure(exc) or rule.observe(0, {kind: 1})
                     elif owner and future.result()[0] == "downloaded":
                         report.downloaded += 1
+                        rule.observe(1, {})
                     else:
                         report.skipped += 1
+                    if reason is not None and report.stop_reason is None:
+                        report.stop_reason = reason
+                        stop.set()
+                    else:
+                        reason = None
                     done = report.done
             finally:
                 window.release()
             if exc is not None:
                 logger.warning("block %s failed: %s", list(block_start), exc)
+            if reason is not None:
+                logger.warning("stopping the prefetch early: %s", reason)
             tick(done)
 
         executor = ThreadPoolExecutor(max_parallel, thread_name_prefix="rbfs-prefetch")
         with self._executor_mutex:
             self._check_open()
             self._prefetch_executors.add(executor)
+        stopped_before_the_end = False
         try:
             for block_start in block_starts:
                 if self._closing:
+                    break
+                if stop.is_set():
+                    stopped_before_the_end = True
                     break
                 block_start = tuple(int(x) for x in block_start)
                 if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
@@ -679,6 +853,8 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                 self._prefetch_executors.discard(executor)
             report.seconds = time.monotonic() - t0
             report.total = max(report.total, report.done)
+            if report.stop_reason is not None and not (stopped_before_the_end or dropped[0]):
+                report.stop_reason = None  # the stop came with the last blocks: nothing was left out
             if bar is not None:
                 bar.close()
         return _finish_report(report, raise_on_failure, "prefetch")

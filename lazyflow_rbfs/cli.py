@@ -290,6 +290,20 @@ def _match_spec(text: str) -> tuple[str, int]:
     return match, int(status)
 
 
+def _scheduler_arg(text: str) -> str:
+    """A dask scheduler address (``tcp://host:8786``, ``host:8786``, ``tls://...``), checked before use."""
+    try:
+        from lazyflow_rbfs.distributed import parse_scheduler_address
+    except ImportError:
+        raise argparse.ArgumentTypeError(
+            "needs dask.distributed: pip install 'lazyflow_rbfs[distributed]'"
+        ) from None
+    try:
+        return parse_scheduler_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _timeout_arg(text: str) -> float | tuple[float, float]:
     parts = text.split(",")
     if len(parts) not in (1, 2):
@@ -371,12 +385,26 @@ def _build_parser() -> _Parser:
     network_options(p)
     progress_options(p)
     p.add_argument(
+        "--max-failures",
+        type=_non_negative_int,
+        metavar="N",
+        help="stop early when the first N blocks attempted all fail the same way, and at once when the "
+        "cache cannot be written (8; 0: never stop early)",
+    )
+    p.add_argument(
         "--scheduler",
+        type=_scheduler_arg,
         metavar="ADDRESS",
         help="hand the blocks to a dask.distributed cluster (e.g. tcp://host:8786) whose workers see this "
         "description at the same path and share the cache directory; -j then limits each worker",
     )
     p.add_argument("--batch-size", type=_positive_int, metavar="N", help="blocks per cluster task (64)")
+    p.add_argument(
+        "--wait-for-workers",
+        type=_seconds,
+        metavar="S",
+        help="with --scheduler: seconds to wait for a first worker when the cluster has none (60)",
+    )
     p.set_defaults(func=_cmd_prefetch)
 
     p = command("read", "Read a roi through the cache into an .h5 or .npy file (written atomically).")
@@ -679,13 +707,13 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
                 f"prefetch needs a {_COMPOSITE!r}"
             )
         start, stop = resolve_roi(args.roi, fs.description.view_shape, fs.description.axes)
-        if args.scheduler:
-            try:
-                import distributed  # noqa: F401
-            except ImportError as exc:
-                raise UsageError(
-                    "--scheduler needs dask.distributed: pip install 'lazyflow_rbfs[distributed]'"
-                ) from exc
+        if args.wait_for_workers is not None and not args.scheduler:
+            raise UsageError("--wait-for-workers needs --scheduler")
+        options: dict[str, Any] = {}
+        if args.max_failures is not None:
+            options["max_failures"] = args.max_failures
+        if args.wait_for_workers is not None:
+            options["wait_for_workers"] = args.wait_for_workers
         report = fs.downloadAllBlocks(
             args.max_parallel,
             roi=(start, stop),
@@ -693,6 +721,7 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
             raise_on_failure=False,
             scheduler=args.scheduler or None,
             batch_size=args.batch_size,
+            **options,
         )
         print(report.summary())
         if not args.scheduler:  # on a cluster the requests are made by the workers
@@ -703,9 +732,15 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
                 f"{stats.bytes_received / seconds / 1e6:.1f} MB/s"
             )
         if report.failed:
+            first = f"block {list(report.failed[0])}: {report.errors.get(report.failed[0], '?')}"
+            if report.stopped_early:
+                raise _Failure(
+                    f"prefetch stopped early: {report.stop_reason}; {report.not_attempted} of {report.total} "
+                    f"blocks not attempted; first failure: {first} (--max-failures N sets when to give up, "
+                    "0 never)"
+                )
             raise _Failure(
-                f"{len(report.failed)} of {report.total} blocks failed to download; first: block "
-                f"{list(report.failed[0])}: {report.errors.get(report.failed[0], '?')}"
+                f"{len(report.failed)} of {report.total} blocks failed to download; first: {first}"
             )
     return EXIT_OK
 

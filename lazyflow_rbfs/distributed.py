@@ -9,6 +9,12 @@ threads and machines correct, each block being fetched once.
   by :meth:`RESTfulBlockwiseFileset.downloadBlocks` in a worker process, and aggregates one
   :class:`~lazyflow_rbfs.cache.PrefetchReport`.
 * :func:`to_dask` gives a lazy ``dask.array.Array`` whose chunks are the cache blocks.
+* :func:`parse_scheduler_address` checks a scheduler address before anything connects to it.
+
+Connecting is bounded: a malformed address is an :class:`~lazyflow_rbfs.errors.ArgumentError` at once;
+a scheduler that cannot be reached is a :class:`~lazyflow_rbfs.errors.RemoteTimeoutError` after dask's
+connect timeout (``distributed.comm.timeouts.connect``, 30 s unless configured); a scheduler without
+workers is waited on for ``wait_for_workers`` seconds (a warning says so), then a ``RemoteTimeoutError``.
 
 In a worker process one fileset per description and option set is opened and shared by every task
 (:func:`worker_fileset`), so a worker keeps at most ``max_parallel`` requests in flight whatever the number
@@ -27,23 +33,37 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import dask.config
 import distributed
 import numpy as np
+from distributed.comm import registry as _comm_registry
+from distributed.comm.addressing import parse_host_port
 
 from lazyflow_rbfs import geometry
 from lazyflow_rbfs.cache import (
+    DEFAULT_MAX_FAILURES,
     MAX_ERROR_DETAILS,
     PrefetchReport,
     RESTfulBlockwiseFileset,
+    _check_max_failures,
     _finish_report,
     _progress_reporter,
+    _SystematicFailures,
 )
-from lazyflow_rbfs.errors import ArgumentError
+from lazyflow_rbfs.errors import ArgumentError, RemoteTimeoutError
 
 if TYPE_CHECKING:  # pragma: no cover
     import dask.array
 
-__all__ = ["prefetch_on_cluster", "to_dask", "worker_fileset", "close_worker_filesets", "DEFAULT_BATCH_SIZE"]
+__all__ = [
+    "prefetch_on_cluster",
+    "to_dask",
+    "worker_fileset",
+    "close_worker_filesets",
+    "parse_scheduler_address",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_WAIT_FOR_WORKERS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +76,12 @@ TASK_RETRIES = 2
 
 #: Filesets kept open per worker process (least recently used ones are dropped beyond this).
 MAX_CACHED_FILESETS = 16
+
+#: Seconds :func:`prefetch_on_cluster` waits for a first worker when the cluster has none.
+DEFAULT_WAIT_FOR_WORKERS = 60.0
+
+#: Address schemes that name a host and a port (``inproc://`` addresses name a process instead).
+_HOST_PORT_SCHEMES = frozenset({"tcp", "tls", "ws", "wss", "ucx", "ucxx"})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -171,12 +197,24 @@ def close_worker_filesets() -> int:
     return len(filesets)
 
 
-def _prefetch_batch(spec: _FilesetSpec, batch: list[tuple[int, ...]]) -> PrefetchReport:
-    """Task body: download one batch of blocks in a worker; failures are in the report, not raised."""
+def _prefetch_batch(
+    spec: _FilesetSpec, batch: list[tuple[int, ...]], stop_on_systematic: bool = True
+) -> PrefetchReport:
+    """Task body: download one batch of blocks in a worker; failures are in the report, not raised.
+
+    The "first blocks all failed" rule is the client's, over all batches; in the worker only a cache that
+    cannot be written stops the batch (a ``max_failures`` larger than the batch never trips the other rule).
+    """
     fileset = worker_fileset(spec)
     # The batch uses the fileset's max_parallel: concurrent batches in one process share its request slots.
-    report = fileset.downloadBlocks(batch, total=len(batch), progress=False, raise_on_failure=False)
-    if report.done != len(batch):
+    report = fileset.downloadBlocks(
+        batch,
+        total=len(batch),
+        progress=False,
+        raise_on_failure=False,
+        max_failures=len(batch) + 1 if stop_on_systematic else 0,
+    )
+    if report.done != len(batch) and not report.stopped_early:
         # The fileset was closed under us: run the task again (retries=) rather than lose blocks.
         raise RuntimeError(f"only {report.done} of {len(batch)} blocks of the batch were processed")
     return report
@@ -198,17 +236,116 @@ def _batches(block_starts: Iterator[tuple[int, ...]], size: int) -> Iterator[lis
         yield batch
 
 
-def _connect(scheduler: Any) -> tuple[distributed.Client, bool]:
-    """``(client, owned)``: the given client, or a new one (closed by the caller) for an address/cluster."""
-    if isinstance(scheduler, distributed.Client):
-        return scheduler, False
-    address = getattr(scheduler, "scheduler_address", scheduler)  # a cluster object works too
-    if not isinstance(address, str):
-        raise TypeError(
-            "scheduler must be a distributed.Client, a cluster or a scheduler address such as "
-            f"'tcp://10.0.0.1:8786', got {type(scheduler).__name__}"
+def parse_scheduler_address(address: str) -> str:
+    """Check a dask scheduler address without connecting; return it with its scheme (``tcp://`` default).
+
+    Accepted are the forms dask's own ``Client`` accepts: ``SCHEME://LOCATION`` for a scheme dask knows
+    (``tcp``, ``tls``, ``ws``, ``wss``, ``ucx``, ``inproc``, and any a plug-in registers), or a bare
+    ``HOST:PORT`` (dask's default scheme, ``tcp``). For schemes with a host, LOCATION is ``HOST:PORT`` or
+    ``[IPv6]:PORT`` with a port in 1..65535 and nothing after it.
+
+    Raises
+    ------
+    ArgumentError
+        The address is not of that form (the message says what was expected and what was found).
+    """
+    expected = "a dask scheduler address such as tcp://10.0.0.1:8786 or 10.0.0.1:8786"
+    if not isinstance(address, str) or not address.strip() or any(c.isspace() for c in address.strip()):
+        raise ArgumentError(f"expected {expected}, found {address!r}")
+    text = address.strip()
+    scheme, sep, location = text.partition("://")
+    if not sep:
+        scheme, location = dask.config.get("distributed.comm.default-scheme", "tcp"), text
+    scheme = scheme.lower()
+    if scheme in ("http", "https"):
+        raise ArgumentError(
+            f"{address!r} is a web address (the dashboard, perhaps); expected {expected}: the scheduler's "
+            "own address, which its log prints as 'Scheduler at:'"
         )
-    return distributed.Client(address, set_as_default=False), True
+    try:
+        _comm_registry.get_backend(scheme)
+    except ValueError:
+        known = ", ".join(f"{name}://" for name in sorted(_comm_registry.backends))
+        raise ArgumentError(
+            f"unknown scheme {scheme!r} in scheduler address {address!r}; expected one of {known}"
+        ) from None
+    if not location or "://" in location:
+        raise ArgumentError(f"expected {expected}, found {address!r}")
+    if scheme in _HOST_PORT_SCHEMES:
+        try:
+            host, port = parse_host_port(location)
+        except ValueError:
+            host, port = "", -1
+        if not host or not 0 < port < 65536:
+            raise ArgumentError(f"expected {expected} (HOST:PORT, a port from 1 to 65535), found {address!r}")
+    return f"{scheme}://{location}"
+
+
+def _address_of(client: distributed.Client) -> str:
+    return str(getattr(client.scheduler, "address", None) or "the scheduler")
+
+
+def _connect(scheduler: Any, wait_for_workers: float | None) -> tuple[distributed.Client, bool]:
+    """``(client, owned)``: the given client, or a new one (closed by the caller) for an address/cluster.
+
+    Returns once the cluster has a worker (waiting up to ``wait_for_workers`` seconds, ``None`` for ever).
+    """
+    if isinstance(scheduler, distributed.Client):
+        client, owned = scheduler, False
+    else:
+        address = getattr(scheduler, "scheduler_address", scheduler)  # a cluster object works too
+        if not isinstance(address, str):
+            raise TypeError(
+                "scheduler must be a distributed.Client, a cluster or a scheduler address such as "
+                f"'tcp://10.0.0.1:8786', got {type(scheduler).__name__}"
+            )
+        address = parse_scheduler_address(address)
+        try:
+            client = distributed.Client(address, set_as_default=False)
+        except OSError as exc:  # dask's connect timeout (refused, unreachable, no scheduler there)
+            connect = dask.config.get("distributed.comm.timeouts.connect", "30s")
+            raise RemoteTimeoutError(
+                f"cannot connect to the dask scheduler at {address}: {exc}; check that the scheduler runs "
+                f"and that the address is right (dask's distributed.comm.timeouts.connect is {connect})",
+                url=address,
+                status=None,
+            ) from exc
+        owned = True
+    try:
+        _wait_for_a_worker(client, wait_for_workers)
+    except BaseException:
+        if owned:
+            client.close()
+        raise
+    return client, owned
+
+
+def _wait_for_a_worker(client: distributed.Client, timeout: float | None) -> None:
+    """Return once the cluster has a worker; ``RemoteTimeoutError`` after ``timeout`` seconds without."""
+    if client.nthreads():
+        return
+    address = _address_of(client)
+    if timeout is not None and timeout <= 0:
+        raise RemoteTimeoutError(
+            f"the dask scheduler at {address} has no worker; start one with 'dask worker {address}'",
+            url=address,
+            status=None,
+        )
+    logger.warning(
+        "no worker on the dask scheduler at %s yet: waiting %s for one",
+        address,
+        "as long as it takes" if timeout is None else f"up to {timeout:g} s",
+    )
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (TimeoutError, OSError) as exc:
+        raise RemoteTimeoutError(
+            f"no worker joined the dask scheduler at {address} within {timeout:g} s; start one with "
+            f"'dask worker {address}', or wait longer (wait_for_workers=, --wait-for-workers)",
+            url=address,
+            status=None,
+        ) from exc
+    logger.info("a worker joined the dask scheduler at %s", address)
 
 
 def prefetch_on_cluster(
@@ -220,6 +357,8 @@ def prefetch_on_cluster(
     max_parallel: int | None = None,
     progress: bool | Callable[[int, int], Any] | None = None,
     raise_on_failure: bool = True,
+    max_failures: int | None = DEFAULT_MAX_FAILURES,
+    wait_for_workers: float | None = DEFAULT_WAIT_FOR_WORKERS,
     **options: Any,
 ) -> PrefetchReport:
     """Download every missing block of the view (or of ``roi``) on a dask.distributed cluster.
@@ -236,8 +375,9 @@ def prefetch_on_cluster(
         A fileset (reopened in the workers with its options) or the path of a composite description.
         The workers must see the description under the same absolute path and share the cache directory.
     scheduler
-        A ``distributed.Client``, a cluster object, or a scheduler address (``"tcp://host:8786"``); for
-        the latter two a client is connected and closed afterwards.
+        A ``distributed.Client``, a cluster object, or a scheduler address (``"tcp://host:8786"``,
+        ``"host:8786"``; see :func:`parse_scheduler_address`); for the latter two a client is connected
+        and closed afterwards.
     roi
         ``(start, stop)`` in view coordinates; default the whole view.
     batch_size
@@ -250,6 +390,15 @@ def prefetch_on_cluster(
         as batches finish; default the fileset's ``progress`` option (``False`` for a path).
     raise_on_failure
         ``False`` returns the report even when blocks failed.
+    max_failures
+        The rule of :meth:`~lazyflow_rbfs.cache.RESTfulBlockwiseFileset.downloadBlocks`, applied to the
+        batch reports as they arrive: stop when the first this many blocks attempted (over all batches)
+        failed with one error class and none was downloaded, or at once when a worker finds the cache
+        cannot be written. Batches not started then are cancelled; their blocks count as not attempted.
+        ``0`` or ``None`` never stops early.
+    wait_for_workers
+        Seconds to wait for a first worker when the cluster has none (a warning says it waits);
+        ``None`` waits for ever.
     **options
         Options to open the fileset with in the workers (``max_parallel``, ``timeout``, ``retries``,
         ``lock_timeout``, ``headers``...); they override a given fileset's own.
@@ -266,6 +415,10 @@ def prefetch_on_cluster(
         Some blocks failed (and ``raise_on_failure``); ``.report`` holds the report.
     OutOfBoundsError
         ``roi`` is not inside the view.
+    ArgumentError
+        A bad option, or a scheduler address of a form dask does not accept.
+    RemoteTimeoutError
+        The scheduler could not be reached, or no worker joined it within ``wait_for_workers`` seconds.
     """
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -274,6 +427,13 @@ def prefetch_on_cluster(
         isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
     ):
         raise ArgumentError(f"max_parallel must be None or a positive integer, got {max_parallel!r}")
+    max_failures = _check_max_failures(max_failures)
+    if wait_for_workers is not None and (
+        isinstance(wait_for_workers, bool)
+        or not isinstance(wait_for_workers, (int, float))
+        or not wait_for_workers >= 0
+    ):
+        raise ArgumentError(f"wait_for_workers must be None or seconds >= 0, got {wait_for_workers!r}")
     if max_parallel is not None:
         options["max_parallel"] = max_parallel
     spec, _ = _spec_of(fileset_or_path, options)
@@ -290,9 +450,10 @@ def prefetch_on_cluster(
     total = geometry.count_blocks(start, stop, block_shape)
 
     report = PrefetchReport(total=total)
-    bar, tick = _progress_reporter(progress, total)
+    rule = _SystematicFailures(max_failures)
     t0 = time.monotonic()
-    client, owned = _connect(scheduler)
+    client, owned = _connect(scheduler, wait_for_workers)
+    bar, tick = _progress_reporter(progress, total)
     pending: dict[distributed.Future, list[tuple[int, ...]]] = {}
     try:
         threads = sum(client.nthreads().values())
@@ -303,7 +464,9 @@ def prefetch_on_cluster(
             batch = next(batches, None)
             if batch is None:
                 return None
-            future = client.submit(_prefetch_batch, spec, batch, pure=False, retries=TASK_RETRIES)
+            future = client.submit(
+                _prefetch_batch, spec, batch, max_failures > 0, pure=False, retries=TASK_RETRIES
+            )
             pending[future] = batch
             return future
 
@@ -318,35 +481,47 @@ def prefetch_on_cluster(
         completed = distributed.as_completed(first, loop=client.loop)
         for future in completed:
             batch = pending.pop(future)
-            _merge(report, future, batch)
+            reason = _merge(report, future, batch, rule)
             future.release()
+            tick(report.done)
+            if reason is not None:
+                report.stop_reason = reason
+                logger.warning("stopping the distributed prefetch early: %s", reason)
+                break
             nxt = submit_next()
             if nxt is not None:
                 completed.add(nxt)
-            tick(report.done)
     finally:
         if pending:
             client.cancel(list(pending))
         if owned:
             client.close()
         report.seconds = time.monotonic() - t0
+        if report.stop_reason is not None and not report.not_attempted:
+            report.stop_reason = None  # the stop came with the last blocks: nothing was left out
         if bar is not None:
             bar.close()
     return _finish_report(report, raise_on_failure, "distributed prefetch")
 
 
-def _merge(report: PrefetchReport, future: distributed.Future, batch: list[tuple[int, ...]]) -> None:
-    """Add one finished task to ``report``: its batch report, or the whole batch failed with its error."""
+def _merge(
+    report: PrefetchReport,
+    future: distributed.Future,
+    batch: list[tuple[int, ...]],
+    rule: _SystematicFailures,
+) -> str | None:
+    """Add one finished task to ``report``: its batch report, or the whole batch failed with its error.
+
+    Returns the reason to stop the prefetch when ``rule`` finds the failures systematic.
+    """
     try:
         part = future.result()
     except Exception as exc:  # noqa: BLE001 - a task that failed for good fails its whole batch
         logger.warning("a prefetch task of %s blocks failed: %s: %s", len(batch), type(exc).__name__, exc)
-        message = f"{type(exc).__name__}: {exc}"
+        kind = type(exc).__name__
         for block_start in batch:
-            report.failed.append(block_start)
-            if len(report.errors) < MAX_ERROR_DETAILS:
-                report.errors[block_start] = message
-        return
+            report.record_failure(block_start, f"{kind}: {exc}", kind)
+        return rule.cache_failure(exc) or rule.observe(0, {kind: len(batch)})
     report.downloaded += part.downloaded
     report.skipped += part.skipped
     for block_start in part.failed:
@@ -354,6 +529,10 @@ def _merge(report: PrefetchReport, future: distributed.Future, batch: list[tuple
         report.failed.append(block_start)
         if len(report.errors) < MAX_ERROR_DETAILS:
             report.errors[block_start] = part.errors.get(block_start, "unknown error")
+    for kind, n in part.error_types.items():
+        report.error_types[kind] = report.error_types.get(kind, 0) + n
+    # A worker stops its batch only when the cache cannot be written: that stops everything.
+    return part.stop_reason or rule.observe(part.downloaded, part.error_types)
 
 
 # ---------------------------------------------------------------------------------------------------

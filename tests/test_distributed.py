@@ -10,8 +10,10 @@ import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -157,8 +159,14 @@ def test_failures_are_aggregated(client, cutout_server, composite_description_pa
 
 def test_a_task_that_fails_for_good_fails_its_whole_batch(client, cutout_server, composite_description_path):
     # The workers cannot open the fileset with these options: every task raises, is retried, then fails.
+    # (max_failures=0: every batch runs, rather than stopping early on such systematic failures.)
     report = prefetch_on_cluster(
-        composite_description_path, client, batch_size=10, raise_on_failure=False, max_open_files=0
+        composite_description_path,
+        client,
+        batch_size=10,
+        raise_on_failure=False,
+        max_failures=0,
+        max_open_files=0,
     )
     assert report.total == N_BLOCKS
     assert sorted(report.failed) == sorted(ALL_BLOCKS)
@@ -306,3 +314,68 @@ def test_download_all_blocks_and_rbfs_prefetch_hand_blocks_to_the_cluster(
         array = fileset.to_dask()
         assert array.chunks[0][0] == SAMPLE_BLOCK[0]
         np.testing.assert_array_equal(array[2:5].compute(scheduler="threads"), sample_array[2:5])
+
+
+# ---------------------------------------------------------------- systematic failures stop the cluster too
+
+
+@pytest.fixture
+def dead_port():
+    """A port where connections are refused: bound (so no server can take it) but not listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_a_dead_port_stops_a_distributed_prefetch_early(client, cutout_server, tmp_path, dead_port):
+    # 10 x 10 x 9 = 900 small blocks in batches of 4: far more than the batches in flight at once.
+    dead = cutout_server.url_format.replace(f":{cutout_server.port}/", f":{dead_port}/")
+    path = cutout_server.write_description(
+        tmp_path / "dead.json", block_shape=(2, 4, 4), cache_dir="cache", url_format=dead
+    )
+    with pytest.raises(PrefetchError) as info:
+        prefetch_on_cluster(path, client, batch_size=4, retries=0)
+    report = info.value.report
+    assert report.total == 900 and report.stopped_early
+    assert "DownloadError" in report.stop_reason and "first" in report.stop_reason
+    # The batches in flight when the rule tripped finish; no other batch is started.
+    assert 8 <= len(report.failed) <= 4 * 2 * N_WORKERS * THREADS + 8
+    assert report.downloaded == 0 and report.not_attempted == 900 - len(report.failed) - report.skipped
+    assert set(report.error_types) == {"DownloadError"}
+
+    report = prefetch_on_cluster(
+        path,
+        client,
+        batch_size=4,
+        retries=0,
+        roi=((0, 0, 0), (2, 16, 16)),
+        max_failures=0,
+        raise_on_failure=False,
+    )
+    assert len(report.failed) == 16 and not report.stopped_early
+
+
+def test_a_read_only_cache_stops_a_distributed_prefetch_at_once(client, cutout_server, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    mount = tmp_path / f"ro-{uuid.uuid4().hex[:8]}"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        path = cutout_server.write_description(
+            tmp_path / "v.json", block_shape=(2, 4, 4), cache_dir=str(mount / "cache")
+        )
+        with pytest.raises(PrefetchError) as info:
+            # A large max_failures: only the cache rule can stop this one.
+            prefetch_on_cluster(path, client, batch_size=16, max_failures=10_000)
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+    report = info.value.report
+    assert report.stopped_early and "cache cannot be written" in report.stop_reason
+    assert str(mount) in report.stop_reason
+    assert report.not_attempted > 900 // 2
+    assert cutout_server.requests == 0, cutout_server.request_log_paths()
