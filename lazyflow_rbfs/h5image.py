@@ -6,9 +6,10 @@ write to disk directly:
 
 * :func:`build_image` builds a small file (a cache block) entirely in memory with HDF5's ``core``
   driver; the caller writes the bytes with checked writes (:mod:`lazyflow_rbfs.atomic`).
-* :func:`contiguous_skeleton` builds only the metadata of a file whose one dataset is contiguous and
-  allocated but never written (no fill), and reports where its raw data goes: the caller writes the
-  metadata and then the data itself, slab by slab, at that offset.
+* :func:`skeleton` (and :func:`contiguous_skeleton`) builds only the metadata of a file whose one dataset
+  is contiguous and allocated but never written (no fill), and reports where its raw data goes: the
+  caller writes the metadata and then the data itself, from the caller's buffer or slab by slab, at that
+  offset. For uncompressed blocks this costs no more than letting HDF5 write the file.
 * :class:`SparseFile` is the file object behind both the skeleton and larger files HDF5 must write
   itself (compressed exports): HDF5 is never told about a failed write, so it always closes cleanly;
   the failure is kept in :attr:`SparseFile.error` for the caller to raise.
@@ -27,7 +28,14 @@ import numpy
 
 from lazyflow_rbfs.atomic import pwrite_all
 
-__all__ = ["build_image", "contiguous_skeleton", "write_skeleton", "SparseFile"]
+__all__ = [
+    "build_image",
+    "unwritten_contiguous",
+    "skeleton",
+    "contiguous_skeleton",
+    "write_skeleton",
+    "SparseFile",
+]
 
 _PAGE = 4096
 _image_names = itertools.count()
@@ -49,28 +57,45 @@ def build_image(populate: Callable[[h5py.File], Any], *, size_hint: int = 0) -> 
         f.close()
 
 
-def contiguous_skeleton(
-    name: str, shape: tuple[int, ...], dtype: Any, attrs: Mapping[str, Any] | None = None
-) -> tuple[SparseFile, int]:
-    """An in-memory HDF5 file with one contiguous, allocated, never-written dataset ``name``.
+def unwritten_contiguous() -> h5py.h5p.PropDCID:
+    """Dataset creation properties for :func:`skeleton`: contiguous, space allocated at creation, never
+    filled (pass as ``create_dataset(..., dcpl=unwritten_contiguous())``, without chunks or filters)."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
 
-    Returns the image and the byte offset of the dataset's raw data (C order, the dataset's dtype). The
-    image's :meth:`SparseFile.pages` are the metadata: write them first, then the data at the offset, and
-    the file is complete at :attr:`SparseFile.size` bytes.
+
+def skeleton(populate: Callable[[h5py.File], h5py.Dataset]) -> tuple[SparseFile, int]:
+    """An in-memory HDF5 file whose data the caller writes itself.
+
+    ``populate(file)`` creates the one dataset with :func:`unwritten_contiguous` properties (and any
+    attributes) and returns it. Returns the image and the byte offset of the dataset's raw data (C
+    order, the dataset's dtype). The image's :meth:`SparseFile.pages` are the metadata: write them first
+    (:func:`write_skeleton`), then the data at the offset; the file is complete at :attr:`SparseFile.size`
+    bytes.
     """
     image = SparseFile()
     with h5py.File(image, "w") as f:
-        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-        dcpl.set_layout(h5py.h5d.CONTIGUOUS)
-        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-        dataset = f.create_dataset(name, shape=shape, dtype=numpy.dtype(dtype), dcpl=dcpl)
-        for key, value in (attrs or {}).items():
-            dataset.attrs[key] = value
-        offset = dataset.id.get_offset()
+        offset = populate(f).id.get_offset()
     if offset is None:  # an empty dataset has no storage; nothing to write
         offset = image.size
     return image, int(offset)
+
+
+def contiguous_skeleton(
+    name: str, shape: tuple[int, ...], dtype: Any, attrs: Mapping[str, Any] | None = None
+) -> tuple[SparseFile, int]:
+    """:func:`skeleton` of a file with the one dataset ``name`` and the attributes ``attrs``."""
+
+    def populate(f: h5py.File) -> h5py.Dataset:
+        dataset = f.create_dataset(name, shape=shape, dtype=numpy.dtype(dtype), dcpl=unwritten_contiguous())
+        for key, value in (attrs or {}).items():
+            dataset.attrs[key] = value
+        return dataset
+
+    return skeleton(populate)
 
 
 class SparseFile(io.RawIOBase):

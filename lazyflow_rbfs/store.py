@@ -515,6 +515,7 @@ class BlockwiseFileset:
             max_open_files, reclaim=self._reclaim_user_handle, confine=self._check_confined
         )
         self._paths_cache: dict[tuple[int, ...], BlockPaths] = {}
+        self._skeletons: dict[tuple[str, tuple[int, ...]], tuple[list[tuple[int, bytes]], int]] = {}
         self._user_handles: OrderedDict[str, h5py.File] = OrderedDict()
         self._user_lock = threading.Lock()
         self._closed = False
@@ -1016,14 +1017,23 @@ class BlockwiseFileset:
             )
         return block
 
+    def _contiguous(self) -> bool:
+        """Whether block datasets are contiguous (no chunks, no compression): we write their bytes."""
+        return self._chunks is None and self._description.compression is None
+
     def _create_dataset(
-        self, f: h5py.File, name: str, shape: tuple[int, ...], data: Any = None
+        self, f: h5py.File, name: str, shape: tuple[int, ...], data: Any = None, *, unwritten: bool = False
     ) -> h5py.Dataset:
-        """Create dataset ``name`` as the description says (chunks clipped to ``shape``, compression...)."""
+        """Create dataset ``name`` as the description says (chunks clipped to ``shape``, compression...).
+
+        ``unwritten`` (only for :meth:`_contiguous` descriptions) allocates the space but writes nothing,
+        for :func:`h5image.skeleton`.
+        """
         d = self._description
         chunks = None
         if self._chunks is not None:
             chunks = tuple(max(1, min(c, s)) for c, s in zip(self._chunks, shape))
+        extra = {"dcpl": h5image.unwritten_contiguous()} if unwritten else {}
         dataset = f.create_dataset(
             name,
             shape=shape,
@@ -1032,6 +1042,7 @@ class BlockwiseFileset:
             chunks=chunks,
             compression=d.compression,
             compression_opts=d.compression_opts,
+            **extra,
         )
         if d.drange is not None:
             dataset.attrs["drange"] = tuple(d.drange)
@@ -1043,24 +1054,48 @@ class BlockwiseFileset:
     def _write_block_file(self, paths: BlockPaths, block: numpy.ndarray, file_fd: int) -> None:
         """Replace the block file (in the directory ``file_fd``) with ``block``, atomically.
 
-        The HDF5 file is built in memory, written to a temp file with checked writes, fsynced (unless
-        ``fsync=False``) and renamed onto the block file; on failure the temp file is removed and
-        :class:`CacheWriteError` names the block file.
+        HDF5 never writes to disk here: an uncompressed block's metadata is built in memory and its
+        voxels are written straight from ``block``; a chunked or compressed one is built whole in memory.
+        The bytes go to a temp file with checked writes, fsynced (unless ``fsync=False``) and renamed onto
+        the block file; on failure the temp file is removed and :class:`CacheWriteError` names the block
+        file.
         """
+        name = os.path.basename(paths.file_path)
+        options = {"dir_fd": file_fd, "fsync": self._fsync, "shown": paths.file_path}
         try:
-            image = h5image.build_image(
-                lambda f: self._create_dataset(f, paths.internal_path, block.shape, data=block),
-                size_hint=block.nbytes,
-            )
-            atomic.write_bytes(
-                os.path.basename(paths.file_path),
-                image,
-                dir_fd=file_fd,
-                fsync=self._fsync,
-                shown=paths.file_path,
-            )
+            if self._contiguous():
+                block = numpy.ascontiguousarray(block, dtype=self._dtype)
+                pages, offset = self._skeleton(paths.internal_path, block.shape)
+
+                def fill(fd: int) -> None:
+                    for position, metadata in pages:
+                        atomic.pwrite_all(fd, metadata, position)
+                    atomic.pwrite_all(fd, block, offset)
+
+                atomic.write_file(name, fill, **options)
+            else:
+                data = h5image.build_image(
+                    lambda f: self._create_dataset(f, paths.internal_path, block.shape, data=block),
+                    size_hint=block.nbytes,
+                )
+                atomic.write_bytes(name, data, **options)
         finally:
             self._handles.invalidate(paths.file_path)
+
+    def _skeleton(self, internal_path: str, shape: tuple[int, ...]) -> tuple[list[tuple[int, bytes]], int]:
+        """The metadata pages and data offset of a contiguous block file of ``shape`` (remembered: they
+        depend only on the description and the shape, and a view has few distinct block shapes)."""
+        key = (internal_path, shape)
+        hit = self._skeletons.get(key)
+        if hit is None:
+            image, offset = h5image.skeleton(
+                lambda f: self._create_dataset(f, internal_path, shape, unwritten=True)
+            )
+            hit = (list(image.pages()), offset)
+            if len(self._skeletons) >= 64:
+                self._skeletons.clear()
+            self._skeletons[key] = hit
+        return hit
 
     def _publish_block(self, block_start: Any, data: Any) -> None:
         """Atomically store a complete block and mark it available. The caller holds the block lock.

@@ -304,9 +304,39 @@ def test_exports_onto_a_full_disk_leave_nothing(tmpfs, filled_local):
         jobs.append({"kind": "export_h5", "desc": filled_local, "roi": whole, "dir": str(out_h5)})
         jobs.append({"kind": "export_subset", "desc": filled_local, "roi": whole, "dir": str(out_subset)})
         dirs += [out_h5, out_subset]
-    for result, out in zip(_run_child(jobs), dirs):
-        _assert_write_error(result, out)
+    for fmt in ("single-hdf5", "blockwise-subset"):
+        out = tmpfs(f"cli-export-{fmt}", 16)
+        argv = ["export", filled_local, "--roi", ":,:,:", "-o", str(out), "--format", fmt]
+        jobs.append({"kind": "cli", "argv": argv})
+        dirs.append(out)
+    for job, result, out in zip(jobs, _run_child(jobs), dirs):
+        if job["kind"] == "cli":
+            assert result["error"] is None and result["code"] == 1, result
+            lines = result["stderr"].strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("rbfs: error: ") and str(out) in lines[0], lines
+        else:
+            _assert_write_error(result, out)
         assert _files(out) == [], _files(out)
+
+
+def test_block_files_are_ordinary_hdf5(tmp_path, volume):
+    """Blocks written without HDF5 touching the disk are the files upstream lazyflow writes and reads."""
+    desc = json.loads(Path(_local_description(tmp_path / "d.json", tmp_path / "blocks")).read_text())
+    desc["drange"] = [0, 255]
+    (tmp_path / "d.json").write_text(json.dumps(desc))
+    for fsync in (True, False):
+        with BlockwiseFileset(str(tmp_path / "d.json"), "a", fsync=fsync) as fs:
+            fs.writeData(([0, 0, 0], list(SHAPE)), volume)
+            for start in fs.iterBlockStarts():
+                fs.setBlockStatus(start, fs.BLOCK_AVAILABLE)
+            path = fs.getDatasetPathComponents((8, 0, 0))
+            assert fs.verify(deep=True).ok
+        with h5py.File(path.externalPath, "r") as f:
+            dataset = f[path.internalPath]
+            assert dataset.chunks is None and dataset.compression is None
+            assert tuple(dataset.attrs["drange"]) == (0, 255)
+            np.testing.assert_array_equal(dataset[()], volume[8:])
+            assert os.path.getsize(path.externalPath) < volume[8:].nbytes + 8192
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -94,6 +94,30 @@ def test_block_directory_link_is_never_written_through(composite_description_pat
     assert _snapshot(outside) == before and sorted(os.listdir(outside)) == ["precious.txt"]
 
 
+def test_block_directory_link_to_a_complete_outside_block_is_never_read(
+    composite_description_path, outside, sample_array
+):
+    with RESTfulBlockwiseFileset(composite_description_path) as fs:
+        # Outside the root: a complete, valid-looking block of the right shape, dtype and name, all 7s.
+        internal = fs.getDatasetPathComponents(FIRST).internalPath
+        _outside_hdf5(outside / _block_file(fs).name, internal, SAMPLE_BLOCK, fs.dtype, 7)
+        (outside / "STATUS.txt").write_bytes(b"")
+        _plant_dir_link(fs, outside)
+        before = _snapshot(outside)
+        with BlockwiseFileset(
+            str(composite_description_path), preparsedDescription=fs.localDescription
+        ) as local:
+            with pytest.raises(BlockNotReadyError, match="symbolic link"):
+                local.readData(FIRST_ROI)
+        with pytest.raises(CacheWriteError, match="symbolic link"):
+            fs.readData(FIRST_ROI)
+        report = fs.verify()
+        assert report.links == [str(_block_dir(fs))] and report.checked == 0
+        fs.verify(repair=True)
+        np.testing.assert_array_equal(fs.readData(FIRST_ROI), sample_array[:8, :16, :16])
+    assert _snapshot(outside) == before
+
+
 def test_intermediate_directory_link_is_never_written_through(composite_description_path, outside):
     before = _snapshot(outside)
     with RESTfulBlockwiseFileset(composite_description_path) as fs:
