@@ -711,6 +711,20 @@ class BlockwiseFileset:
 
     def _escape(self, path: str) -> str | None:
         """Why reading ``path`` would leave the cache root through a symbolic link, or None."""
+        # Fast path (a few lstat calls): no component below the root is a link. The root itself may be
+        # one: where the cache lives is the user's choice.
+        prefix = self._root_dir + os.sep
+        if path.startswith(prefix):
+            current = self._root_dir
+            for name in path[len(prefix) :].split(os.sep):
+                current = current + os.sep + name
+                try:
+                    if stat.S_ISLNK(os.lstat(current).st_mode):
+                        break
+                except OSError:
+                    return None  # missing: opening it fails on its own
+            else:
+                return None
         real = os.path.realpath(path)
         for attempt in range(2):
             if self._real_root is None or attempt:
