@@ -86,9 +86,7 @@ def pwrite_all(fd: int, data: Any, offset: int) -> None:
 def _as_write_error(exc: BaseException, shown: str, action: str) -> BaseException:
     """``exc`` as raised to the caller: ``OSError``s of the file system become ``CacheWriteError``."""
     if isinstance(exc, OSError) and not isinstance(exc, RbfsError):
-        error = CacheWriteError.from_os_error(exc, shown, action)
-        error.__cause__ = exc
-        return error
+        return CacheWriteError.from_os_error(exc, shown, action)
     return exc
 
 
@@ -145,7 +143,7 @@ def write_file(
     path
         The target. With ``dir_fd``, a name relative to that open directory (see :func:`open_dir`).
     fill
-        Called with the temp file's descriptor (opened for writing, position 0); writes the content, e.g.
+        Called with the temp file's descriptor (read-write, empty, position 0); writes the content, e.g.
         with :func:`write_all` or :func:`pwrite_all`. ``OSError``s it raises are failures to write
         ``path``; other exceptions (``RbfsError`` included) pass through. Either way nothing is left.
     dir_fd
