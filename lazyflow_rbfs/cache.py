@@ -305,6 +305,9 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         ``progress(done, total)``.
     max_open_files
         Block files held open at most for reading.
+    fsync
+        fsync each block file before its rename and ``STATUS.txt`` after it (default ``True``);
+        ``False`` trades surviving a power loss for speed (scratch caches).
 
     Examples
     --------
@@ -344,6 +347,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         headers: dict[str, str] | None = None,
         progress: bool | Callable[[int, int], Any] = False,
         max_open_files: int = 256,
+        fsync: bool = True,
     ) -> None:
         # Read the description first: on a file that is not ours, SchemaError ("not mine") must win.
         self.compositeDescription = self.readDescription(compositeDescriptionPath)
@@ -365,6 +369,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                 headers=headers,
                 progress=progress if not callable(progress) else False,
                 max_open_files=max_open_files,
+                fsync=fsync,
             ),
         )
         self.localDescription = self.compositeDescription.local_description
@@ -374,6 +379,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             "r",
             preparsedDescription=self.localDescription,
             max_open_files=max_open_files,
+            fsync=fsync,
         )
         self._remoteVolume = self._open_remote()
         self.max_parallel = max_parallel

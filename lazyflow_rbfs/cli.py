@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import importlib
+import io
 import json
 import logging
 import math
 import os
 import re
-import secrets
 import sys
 import tempfile
 import threading
@@ -33,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from lazyflow_rbfs import __version__, geometry
+from lazyflow_rbfs import __version__, atomic, geometry
 from lazyflow_rbfs.errors import (
+    CacheWriteError,
     DescriptionError,
     OutOfBoundsError,
     RbfsError,
@@ -778,33 +780,8 @@ def _cmd_read(args: argparse.Namespace) -> int:
         dtype = np.dtype(desc.dtype)
         plane_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         slabs = list(_slabs(start, stop, int(desc.block_shape[0]), READ_SLAB_BYTES // max(plane_bytes, 1)))
-        tmp = os.path.join(out_dir, f".{os.path.basename(out)}.{os.getpid()}.{secrets.token_hex(4)}.partial")
         t0 = time.monotonic()
-        try:
-            if ext == ".npy":
-                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-                for s, e in slabs:
-                    array[int(s[0] - start[0]) : int(e[0] - start[0])] = fs.readData((s, e))
-                array.flush()
-                del array
-            else:
-                import h5py
-
-                name = args.dataset or "data"
-                with h5py.File(tmp, "w") as f:
-                    chunks = tuple(int(min(c, n)) for c, n in zip(desc.block_shape, shape))
-                    ds = f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
-                    for s, e in slabs:
-                        ds[int(s[0] - start[0]) : int(e[0] - start[0])] = fs.readData((s, e))
-                    ds.attrs["axes"] = str(desc.axes)
-                    ds.attrs["roi_start"] = start
-                    ds.attrs["roi_stop"] = stop
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        _write_output(out, ext, args.dataset or "data", fs, slabs, start, stop, dtype, str(desc.axes))
         seconds = time.monotonic() - t0
     nbytes = int(np.prod(shape)) * dtype.itemsize
     where = out if ext == ".npy" else f"{out}/{args.dataset or 'data'}"
@@ -817,6 +794,56 @@ def _cmd_read(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _write_output(
+    out: str,
+    ext: str,
+    dataset: str,
+    fs: Any,
+    slabs: list[tuple[np.ndarray, np.ndarray]],
+    start: np.ndarray,
+    stop: np.ndarray,
+    dtype: np.dtype,
+    axes: str,
+) -> None:
+    """Write the roi to ``out`` (.npy or HDF5), slab by slab along axis 0, without memory-mapping.
+
+    The layout (an .npy header, or the metadata of an HDF5 file with one contiguous dataset) is built in
+    memory first, so the file's size is known: it is reserved up front (a full disk fails before any
+    download) and the slabs are written at their offsets with checked writes (C order: a slab of rows
+    along axis 0 is one contiguous byte range). Atomic: nothing is left behind on failure.
+    """
+    from lazyflow_rbfs import h5image
+
+    shape = tuple(int(n) for n in stop - start)
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    if ext == ".npy":
+        header = io.BytesIO()
+        fields = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+        try:
+            np.lib.format.write_array_header_1_0(header, fields)
+        except ValueError:  # a header too large for format 1.0
+            header = io.BytesIO()
+            np.lib.format.write_array_header_2_0(header, fields)
+        skeleton = [(0, header.getvalue())]
+        data_offset = len(header.getvalue())
+        size = data_offset + row_bytes * shape[0]
+    else:
+        image, data_offset = h5image.contiguous_skeleton(
+            dataset, shape, dtype, {"axes": axes, "roi_start": start, "roi_stop": stop}
+        )
+        skeleton = list(image.pages())
+        size = image.size
+
+    def fill(fd: int) -> None:
+        for offset, data in skeleton:
+            atomic.pwrite_all(fd, data, offset)
+        for s, e in slabs:
+            data = np.ascontiguousarray(fs.readData((s, e)), dtype=dtype)
+            atomic.pwrite_all(fd, data, data_offset + int(s[0] - start[0]) * row_bytes)
+
+    atomic.write_file(out, fill, reserve=size)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     out_dir = args.output
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -825,7 +852,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     with contextlib.closing(fs):
         desc = fs.description
         start, stop = resolve_roi(args.roi, desc.view_shape, desc.axes)
-        os.makedirs(out_dir, exist_ok=True)
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as exc:
+            raise CacheWriteError.from_os_error(exc, out_dir, "create the output directory") from exc
         if args.format == "single-hdf5":
             result = fs.exportRoiToHdf5((start, stop), out_dir)
         else:
@@ -886,7 +916,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"  stray temp file: {path}")
     if len(report.stray_partials) > 20:
         print(f"  ... and {len(report.stray_partials) - 20} more stray temp files")
-    found = len(report.bad_blocks) + len(report.stray_partials)
+    links = report.links
+    for path in links[:20]:
+        print(f"  symbolic link planted in the cache (never followed): {path}")
+    if len(links) > 20:
+        print(f"  ... and {len(links) - 20} more symbolic links")
+    found = len(report.bad_blocks) + len(report.stray_partials) + len(links)
     if args.repair:
         print(f"repair: removed {len(report.removed)} files; bad blocks will be downloaded again when read")
         for block_start in report.skipped_locked:
@@ -900,8 +935,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_OK
     if found:
         raise _Failure(
-            f"{len(report.bad_blocks)} bad blocks and {len(report.stray_partials)} stray temp files; "
-            f"run 'rbfs verify --repair {opened.path}' to fix"
+            f"{len(report.bad_blocks)} bad blocks, {len(report.stray_partials)} stray temp files and "
+            f"{len(links)} planted symbolic links; run 'rbfs verify --repair {opened.path}' to fix"
         )
     print("OK")
     return EXIT_OK
@@ -1193,6 +1228,17 @@ def _logging(verbose: bool) -> Iterator[None]:
         root.setLevel(old_level)
 
 
+def _write_hint(exc: CacheWriteError) -> str:
+    """What to do about a file-system failure, for the one-line error."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full or over quota: free space, or choose another output or cache directory"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the directory is read-only or not writable: choose another output or cache directory"
+    if exc.errno == errno.ELOOP:
+        return ""  # the message already says what to run
+    return "the disk may be full or read-only: free space, or choose another output or cache directory"
+
+
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, (UsageError, SchemaError, DescriptionError, OutOfBoundsError)):
         return EXIT_USAGE
@@ -1200,6 +1246,9 @@ def _exit_code(exc: BaseException) -> int:
 
 
 def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, CacheWriteError):
+        hint = _write_hint(exc)
+        return _one_line(f"{exc} ({hint})" if hint else str(exc))
     if isinstance(exc, (UsageError, _Failure, RbfsError)):
         return _one_line(str(exc)) or type(exc).__name__
     if isinstance(exc, OSError):

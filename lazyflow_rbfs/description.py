@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import string
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy
 
+from lazyflow_rbfs import atomic
 from lazyflow_rbfs.errors import ArgumentError, DescriptionError, SchemaError
 from lazyflow_rbfs.expressions import evaluate_value, to_int
 
@@ -1179,19 +1179,6 @@ def _dumps(value: Any, level: int = 0) -> str:
     return json.dumps(value, allow_nan=False)
 
 
-def _fsync_directory(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_description(path: str | os.PathLike, desc: Namespace | Mapping[str, Any], kind: str) -> None:
     """Validate ``desc`` and atomically replace the file at ``path`` with it as JSON.
 
@@ -1214,8 +1201,8 @@ def write_description(path: str | os.PathLike, desc: Namespace | Mapping[str, An
         For an unknown ``kind``.
     SchemaError, DescriptionError
         If ``desc`` does not validate.
-    OSError
-        If writing fails.
+    CacheWriteError
+        If writing fails (an ``OSError``: full disk, read-only directory, ...).
     """
     parser = _PARSERS.get(kind)
     if parser is None:
@@ -1225,25 +1212,9 @@ def write_description(path: str | os.PathLike, desc: Namespace | Mapping[str, An
     data = text.encode("utf-8")
 
     target = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(target)
-    temp = f"{target}.{os.getpid()}.{secrets.token_hex(6)}.partial"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with open(fd, "wb", closefd=True) as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.chmod(temp, os.stat(target).st_mode & 0o7777)
-        except FileNotFoundError:
-            pass
-        os.replace(temp, target)
+        atomic.write_bytes(target, data, keep_mode=True)
     except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
         logger.debug("writing description %s failed; left the old file unchanged", target)
         raise
-    _fsync_directory(directory)
     logger.debug("wrote %s description %s", kind, target)

@@ -21,21 +21,37 @@ import threading
 from collections.abc import Hashable
 from concurrent.futures import Future
 
-from lazyflow_rbfs.errors import LockTimeoutError
+from lazyflow_rbfs.errors import CacheWriteError, LockTimeoutError
 
 __all__ = ["BlockLock", "Cancel", "LockWaitCancelled", "InFlight", "IN_FLIGHT"]
 
 logger = logging.getLogger(__name__)
 
 
+#: Never open a lock file through a symbolic link (one planted in a cache would redirect it elsewhere).
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def _open_and_lock(path: str, blocking: bool) -> int | None:
     """Return a file descriptor holding an exclusive flock on ``path``, or ``None`` if it is taken."""
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | _O_NOFOLLOW, 0o644)
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            except OSError as exc:
+                raise CacheWriteError.from_os_error(
+                    exc, os.path.dirname(path), "create the directory"
+                ) from exc
             continue
+        except OSError as exc:  # read-only or full file system, permissions, a symbolic link (ELOOP)
+            action = (
+                "open the lock file (a symbolic link?)"
+                if exc.errno == errno.ELOOP
+                else "create the lock file"
+            )
+            raise CacheWriteError.from_os_error(exc, path, action) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except OSError as exc:
@@ -184,9 +200,13 @@ class BlockLock:
     def locked_elsewhere(self) -> bool:
         """Whether another holder (any thread or process) has the lock right now. Takes nothing."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | _O_NOFOLLOW)
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a planted link: nobody holds a lock through it
+                return False
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

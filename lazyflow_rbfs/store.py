@@ -6,21 +6,26 @@ The layout is interchangeable with lazyflow's caches::
     <root>/.../STATUS.txt                                                (empty: block complete and valid)
 
 Every write goes to a ``*.partial`` temp file that is ``os.replace``-d onto the block file, so a reader
-never sees half a block; ``STATUS.txt`` is created only after the block file is in place. Reads never
-lock: published blocks are immutable. Open HDF5 handles are kept in a bounded LRU cache.
+never sees half a block; ``STATUS.txt`` is created only after the block file is in place. Block files are
+built in memory and written with checked writes (:mod:`lazyflow_rbfs.h5image`, :mod:`lazyflow_rbfs.atomic`),
+so a full disk is an error, never a truncated block. Writes open the block directories one component at a
+time from the root and never follow a symbolic link; reads never take a block file whose real path leaves
+the root. Reads never lock: published blocks are immutable. Open HDF5 handles are kept in a bounded LRU
+cache.
 
 This module never touches the network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
 import functools
 import logging
 import operator
 import os
-import secrets
-import shutil
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -30,11 +35,12 @@ from typing import Any
 import h5py
 import numpy
 
+from lazyflow_rbfs import atomic, geometry, h5image, identity, locks
 from lazyflow_rbfs import description as _desc
-from lazyflow_rbfs import geometry, identity, locks
 from lazyflow_rbfs.errors import (
     ArgumentError,
     BlockNotReadyError,
+    CacheWriteError,
     ClosedError,
     DescriptionError,
     OutOfBoundsError,
@@ -58,7 +64,7 @@ LOCK_FILE_NAME = ".rbfs.lock"
 #: Block paths remembered per fileset (about 1 KiB each).
 _PATHS_CACHE_SIZE = 16384
 UPSTREAM_LOCK_SUFFIX = ".lock"
-PARTIAL_SUFFIX = ".partial"
+PARTIAL_SUFFIX = atomic.PARTIAL_SUFFIX
 
 Roi = Sequence[Sequence[int]]
 
@@ -166,8 +172,10 @@ class VerifyReport:
     """Result of :meth:`BlockwiseFileset.verify`.
 
     ``checked`` counts the available blocks examined, ``bad_blocks`` lists the broken ones,
-    ``stray_partials`` the temp files no live writer owns, ``removed`` what a repair deleted and
-    ``skipped_locked`` the blocks a repair left alone because another process held their lock.
+    ``stray_partials`` the temp files no live writer owns, ``links`` the symbolic links planted in the
+    block tree (the cache never writes through or follows them; a repair removes the links, never their
+    targets), ``removed`` what a repair deleted and ``skipped_locked`` the blocks a repair left alone
+    because another process held their lock.
     """
 
     checked: int = 0
@@ -176,11 +184,12 @@ class VerifyReport:
     repaired: bool = False
     removed: list[str] = field(default_factory=list)
     skipped_locked: list[tuple[int, ...]] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when nothing bad was found."""
-        return not self.bad_blocks and not self.stray_partials
+        return not self.bad_blocks and not self.stray_partials and not self.links
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -220,9 +229,15 @@ class _HandleCache:
     whose file was replaced on disk (different inode, mtime or size) is retired and the file re-opened.
     """
 
-    def __init__(self, max_open: int, reclaim: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        max_open: int,
+        reclaim: Callable[[], bool] | None = None,
+        confine: Callable[[str], None] | None = None,
+    ) -> None:
         self._max = max_open
         self._reclaim = reclaim  # closes one file held outside the cache; called without our lock
+        self._confine = confine  # raises OSError for a path that leads out of the cache root
         self._entries: OrderedDict[str, _Handle] = OrderedDict()
         self._cond = threading.Condition()
         self._open = 0
@@ -275,6 +290,8 @@ class _HandleCache:
                     if reclaimed:
                         continue
                 self._cond.wait()
+            if self._confine is not None:
+                self._confine(path)  # once per opened handle, never on a cached one
             handle = h5py.File(path, "r")
             entry = _Handle(path, handle, key)
             entry.pins = 1
@@ -368,17 +385,6 @@ def _ints(values: Any) -> tuple[int, ...]:
     return tuple(operator.index(v) for v in values)
 
 
-def _temp_name(path: str) -> str:
-    return f"{path}.{os.getpid()}.{secrets.token_hex(6)}{PARTIAL_SUFFIX}"
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
 def _makedirs_tracked(path: str, created: list[str]) -> None:
     """``os.makedirs(path, exist_ok=True)``, appending every directory it created to ``created``."""
     missing = []
@@ -394,7 +400,16 @@ def _makedirs_tracked(path: str, created: list[str]) -> None:
             os.mkdir(directory)
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise CacheWriteError.from_os_error(exc, directory, "create the directory") from exc
         created.append(directory)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _undo(files: list[str], dirs: list[str]) -> None:
@@ -430,6 +445,10 @@ class BlockwiseFileset:
         An already parsed description (a dict or namespace); validated again, the file is not read.
     max_open_files
         Upper bound of block files held open for reading at once.
+    fsync
+        fsync each block file before its rename and ``STATUS.txt`` after it (default). ``False`` is
+        faster, for scratch caches: a power loss may then lose blocks (a killed process never leaves a
+        trusted partial block either way).
 
     Notes
     -----
@@ -472,6 +491,7 @@ class BlockwiseFileset:
         preparsedDescription: Any = None,
         *,
         max_open_files: int = 256,
+        fsync: bool = True,
     ) -> None:
         if mode not in ("r", "a"):
             raise ArgumentError(f"mode must be 'r' or 'a', not {mode!r}")
@@ -481,6 +501,9 @@ class BlockwiseFileset:
             )
         if isinstance(max_open_files, bool) or not isinstance(max_open_files, int) or max_open_files < 1:
             raise ArgumentError(f"max_open_files must be an integer >= 1, not {max_open_files!r}")
+        if not isinstance(fsync, bool):
+            raise ArgumentError(f"fsync must be True or False, not {fsync!r}")
+        self._fsync = fsync
         self._descriptionFilePath = os.path.abspath(os.fspath(descriptionFilePath))
         if preparsedDescription is not None:
             self._description = _desc.parse_local(preparsedDescription)
@@ -489,8 +512,11 @@ class BlockwiseFileset:
         self.mode = mode
         self._init_geometry()
         self._check_cache_root()
-        self._handles = _HandleCache(max_open_files, reclaim=self._reclaim_user_handle)
+        self._handles = _HandleCache(
+            max_open_files, reclaim=self._reclaim_user_handle, confine=self._check_confined
+        )
         self._paths_cache: dict[tuple[int, ...], BlockPaths] = {}
+        self._skeletons: dict[tuple[str, tuple[int, ...]], tuple[list[tuple[int, bytes]], int]] = {}
         self._user_handles: OrderedDict[str, h5py.File] = OrderedDict()
         self._user_lock = threading.Lock()
         self._closed = False
@@ -506,6 +532,7 @@ class BlockwiseFileset:
         self._dtype = numpy.dtype(d.dtype)
         root = str(d.dataset_root_dir if d.dataset_root_dir is not None else ".")
         self._root_dir = os.path.normpath(os.path.join(os.path.dirname(self._descriptionFilePath), root))
+        self._real_root: str | None = None  # realpath of the root, resolved when first needed
         external, internal = _desc.split_block_file_name_format(d.block_file_name_format)
         self._external_format: str = external
         self._internal_format: str = "/" + internal.lstrip("/")
@@ -684,8 +711,67 @@ class BlockwiseFileset:
         )
 
     def _block_lock(self, block_start: Any) -> locks.BlockLock:
-        """The OS lock of a block (taking it creates the block directory if needed)."""
-        return locks.BlockLock(self._paths(block_start).lock_path)  # the lock creates missing directories
+        """The OS lock of a block; its directory is created first, refusing symbolic links on the way."""
+        paths = self._paths(block_start)
+        with self._block_dirs(paths, create=True):
+            pass
+        return locks.BlockLock(paths.lock_path)
+
+    # -- the block tree on disk: no symbolic links written through or followed out of the root ---------
+
+    def _escape(self, path: str) -> str | None:
+        """Why reading ``path`` would leave the cache root through a symbolic link, or None."""
+        # Fast path (a few lstat calls): no component below the root is a link. The root itself may be
+        # one: where the cache lives is the user's choice.
+        prefix = self._root_dir + os.sep
+        if path.startswith(prefix):
+            current = self._root_dir
+            for name in path[len(prefix) :].split(os.sep):
+                current = current + os.sep + name
+                try:
+                    if stat.S_ISLNK(os.lstat(current).st_mode):
+                        break
+                except OSError:
+                    return None  # missing: opening it fails on its own
+            else:
+                return None
+        real = os.path.realpath(path)
+        for attempt in range(2):
+            if self._real_root is None or attempt:
+                self._real_root = os.path.realpath(self._root_dir)  # the root itself may be a link
+            if real.startswith(os.path.join(self._real_root, "")):
+                return None
+        return f"it leads out of the cache root {self._root_dir} through a symbolic link (to {real})"
+
+    def _check_confined(self, path: str) -> None:
+        """Raise ``OSError`` (``ELOOP``) if reading ``path`` would leave the cache root."""
+        reason = self._escape(path)
+        if reason is not None:
+            raise OSError(errno.ELOOP, f"{path} is not read: {reason}", path)
+
+    def _dir_parts(self, paths: BlockPaths) -> tuple[list[str], list[str]]:
+        """Directory names from the root to the block directory, and from there to the block file's."""
+        block_parts = os.path.relpath(paths.directory, self._root_dir).split(os.sep)
+        file_parts = os.path.relpath(os.path.dirname(paths.file_path), paths.directory).split(os.sep)
+        return block_parts, [] if file_parts == ["."] else file_parts
+
+    @contextlib.contextmanager
+    def _block_dirs(self, paths: BlockPaths, create: bool = True) -> Iterator[tuple[int, int]]:
+        """Descriptors of the block directory and of the block file's directory (often the same one),
+        opened from the root without following symbolic links (see :func:`atomic.open_dir`)."""
+        block_parts, file_parts = self._dir_parts(paths)
+        block_fd = atomic.open_dir(self._root_dir, block_parts, create=create)
+        try:
+            if not file_parts:
+                yield block_fd, block_fd
+                return
+            file_fd = atomic.open_dir(self._root_dir, block_parts + file_parts, create=create)
+            try:
+                yield block_fd, file_fd
+            finally:
+                os.close(file_fd)
+        finally:
+            os.close(block_fd)
 
     def iterBlockStarts(self, roi: Roi | None = None) -> Iterator[tuple[int, ...]]:
         """Stream the view starts of the blocks intersecting ``roi`` (default: the whole view), C order."""
@@ -737,21 +823,28 @@ class BlockwiseFileset:
             self._set_status(self._paths(block_start), status)
 
     def _set_status(self, paths: BlockPaths, status: int) -> None:
-        if status == self.BLOCK_AVAILABLE:
-            if not os.path.exists(paths.file_path):
-                raise FileNotFoundError(
-                    f"cannot mark the block in {paths.directory} available: its block file "
-                    f"{paths.file_path} does not exist (write the block first)"
-                )
-            with open(paths.status_path, "wb"):
-                pass
-        elif status == self.BLOCK_NOT_AVAILABLE:
-            _remove_quietly(paths.status_path)
-        else:
+        if status not in (self.BLOCK_AVAILABLE, self.BLOCK_NOT_AVAILABLE):
             raise ArgumentError(
                 f"status must be BLOCK_AVAILABLE ({self.BLOCK_AVAILABLE}) or "
                 f"BLOCK_NOT_AVAILABLE ({self.BLOCK_NOT_AVAILABLE}), not {status!r}"
             )
+        try:
+            with self._block_dirs(paths, create=False) as (block_fd, file_fd):
+                if status == self.BLOCK_NOT_AVAILABLE:
+                    atomic.remove(STATUS_FILE_NAME, dir_fd=block_fd, shown=paths.status_path)
+                    return
+                st = os.stat(os.path.basename(paths.file_path), dir_fd=file_fd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    raise atomic.link_error(paths.file_path)
+                atomic.create_empty(
+                    STATUS_FILE_NAME, dir_fd=block_fd, fsync=self._fsync, shown=paths.status_path
+                )
+        except FileNotFoundError:  # no block directory or no block file
+            if status == self.BLOCK_AVAILABLE:
+                raise FileNotFoundError(
+                    f"cannot mark the block in {paths.directory} available: its block file "
+                    f"{paths.file_path} does not exist (write the block first)"
+                ) from None
 
     def isBlockLocked(self, block_start: Any) -> bool:
         """True iff some thread or process holds the block's lock right now."""
@@ -869,10 +962,13 @@ class BlockwiseFileset:
                 self._drop_user_handle(next(iter(self._user_handles)))
             try:
                 if self.mode == "a":
-                    os.makedirs(os.path.dirname(paths.file_path), exist_ok=True)
+                    with self._block_dirs(paths, create=True) as (_, file_fd):
+                        if _is_link(os.path.basename(paths.file_path), file_fd):
+                            raise atomic.link_error(paths.file_path)
                     self._handles.invalidate(paths.file_path)  # HDF5 refuses a read-only and a writable open
                     handle = h5py.File(paths.file_path, "a")
                 else:
+                    self._check_confined(paths.file_path)
                     handle = h5py.File(paths.file_path, "r")
             except BaseException:
                 self._handles.unreserve(1)
@@ -919,17 +1015,18 @@ class BlockwiseFileset:
             paths = self._paths(block_start)
             disk_start, disk_stop = self._disk_bounds(block_start)
             disk_shape = tuple(b - a for a, b in zip(disk_start, disk_stop))
-            with self._block_lock(block_start):
-                _remove_quietly(paths.status_path)
+            with self._block_lock(block_start), self._block_dirs(paths) as (block_fd, file_fd):
+                atomic.remove(STATUS_FILE_NAME, dir_fd=block_fd, shown=paths.status_path)
                 block = self._load_block_for_update(paths, disk_shape)
                 block[tuple(proj.block_slices)] = data[tuple(proj.out_slices)]
-                self._write_block_file(paths, block)
+                self._write_block_file(paths, block, file_fd)
 
     def _load_block_for_update(self, paths: BlockPaths, disk_shape: tuple[int, ...]) -> numpy.ndarray:
         block = numpy.zeros(disk_shape, dtype=self._dtype)
         if not os.path.exists(paths.file_path):
             return block
         try:
+            self._check_confined(paths.file_path)
             with h5py.File(paths.file_path, "r") as f:
                 dataset = f[paths.internal_path]
                 if dataset.shape == disk_shape:
@@ -944,14 +1041,23 @@ class BlockwiseFileset:
             )
         return block
 
+    def _contiguous(self) -> bool:
+        """Whether block datasets are contiguous (no chunks, no compression): we write their bytes."""
+        return self._chunks is None and self._description.compression is None
+
     def _create_dataset(
-        self, f: h5py.File, name: str, shape: tuple[int, ...], data: Any = None
+        self, f: h5py.File, name: str, shape: tuple[int, ...], data: Any = None, *, unwritten: bool = False
     ) -> h5py.Dataset:
-        """Create dataset ``name`` as the description says (chunks clipped to ``shape``, compression...)."""
+        """Create dataset ``name`` as the description says (chunks clipped to ``shape``, compression...).
+
+        ``unwritten`` (only for :meth:`_contiguous` descriptions) allocates the space but writes nothing,
+        for :func:`h5image.skeleton`.
+        """
         d = self._description
         chunks = None
         if self._chunks is not None:
             chunks = tuple(max(1, min(c, s)) for c, s in zip(self._chunks, shape))
+        extra = {"dcpl": h5image.unwritten_contiguous()} if unwritten else {}
         dataset = f.create_dataset(
             name,
             shape=shape,
@@ -960,6 +1066,7 @@ class BlockwiseFileset:
             chunks=chunks,
             compression=d.compression,
             compression_opts=d.compression_opts,
+            **extra,
         )
         if d.drange is not None:
             dataset.attrs["drange"] = tuple(d.drange)
@@ -968,19 +1075,51 @@ class BlockwiseFileset:
             dataset.attrs["axistags"] = vigra.defaultAxistags(self._axes).toJSON()
         return dataset
 
-    def _write_block_file(self, paths: BlockPaths, block: numpy.ndarray) -> None:
-        """Write ``block`` to a temp file next to the block file and ``os.replace`` it into place."""
-        os.makedirs(os.path.dirname(paths.file_path), exist_ok=True)
-        temp = _temp_name(paths.file_path)
+    def _write_block_file(self, paths: BlockPaths, block: numpy.ndarray, file_fd: int) -> None:
+        """Replace the block file (in the directory ``file_fd``) with ``block``, atomically.
+
+        HDF5 never writes to disk here: an uncompressed block's metadata is built in memory and its
+        voxels are written straight from ``block``; a chunked or compressed one is built whole in memory.
+        The bytes go to a temp file with checked writes, fsynced (unless ``fsync=False``) and renamed onto
+        the block file; on failure the temp file is removed and :class:`CacheWriteError` names the block
+        file.
+        """
+        name = os.path.basename(paths.file_path)
+        options = {"dir_fd": file_fd, "fsync": self._fsync, "shown": paths.file_path}
         try:
-            with h5py.File(temp, "w") as f:
-                self._create_dataset(f, paths.internal_path, block.shape, data=block)
-            os.replace(temp, paths.file_path)
-        except BaseException:
-            _remove_quietly(temp)
-            raise
+            if self._contiguous():
+                block = numpy.ascontiguousarray(block, dtype=self._dtype)
+                pages, offset = self._skeleton(paths.internal_path, block.shape)
+
+                def fill(fd: int) -> None:
+                    for position, metadata in pages:
+                        atomic.pwrite_all(fd, metadata, position)
+                    atomic.pwrite_all(fd, block, offset)
+
+                atomic.write_file(name, fill, **options)
+            else:
+                data = h5image.build_image(
+                    lambda f: self._create_dataset(f, paths.internal_path, block.shape, data=block),
+                    size_hint=block.nbytes,
+                )
+                atomic.write_bytes(name, data, **options)
         finally:
             self._handles.invalidate(paths.file_path)
+
+    def _skeleton(self, internal_path: str, shape: tuple[int, ...]) -> tuple[list[tuple[int, bytes]], int]:
+        """The metadata pages and data offset of a contiguous block file of ``shape`` (remembered: they
+        depend only on the description and the shape, and a view has few distinct block shapes)."""
+        key = (internal_path, shape)
+        hit = self._skeletons.get(key)
+        if hit is None:
+            image, offset = h5image.skeleton(
+                lambda f: self._create_dataset(f, internal_path, shape, unwritten=True)
+            )
+            hit = (list(image.pages()), offset)
+            if len(self._skeletons) >= 64:
+                self._skeletons.clear()
+            self._skeletons[key] = hit
+        return hit
 
     def _publish_block(self, block_start: Any, data: Any) -> None:
         """Atomically store a complete block and mark it available. The caller holds the block lock.
@@ -997,18 +1136,21 @@ class BlockwiseFileset:
                 f"block at {tuple(block_start)} must have the disk-clipped block shape {disk_shape}, "
                 f"got {data.shape}"
             )
-        self._write_block_file(paths, data)
-        with open(paths.status_path, "wb"):
-            pass
+        with self._block_dirs(paths) as (block_fd, file_fd):
+            self._write_block_file(paths, data, file_fd)
+            atomic.create_empty(STATUS_FILE_NAME, dir_fd=block_fd, fsync=self._fsync, shown=paths.status_path)
         logger.debug("published block %s -> %s", tuple(disk_start), paths.file_path)
 
     # -- maintenance -----------------------------------------------------------------------------------
 
-    def _iter_block_dirs(self, roi: Roi | None = None) -> Iterator[tuple[tuple[int, ...], str]]:
+    def _iter_block_dirs(
+        self, roi: Roi | None = None, links: list[str] | None = None
+    ) -> Iterator[tuple[tuple[int, ...], str]]:
         """Stream ``(view block start, directory)`` of the EXISTING block directories in ``roi``, C order.
 
         Walks the directory tree level by level with ``os.scandir``, so it costs time for the blocks
-        present on disk, not for every block of the roi.
+        present on disk, not for every block of the roi. Symbolic links are never followed; those named
+        like block directories are appended to ``links`` if given.
         """
         if roi is None:
             view_start = (0,) * self._ndim
@@ -1018,10 +1160,16 @@ class BlockwiseFileset:
             view_start, view_stop = _ints(start), _ints(stop)
         lo = [(s // b) * b + o for s, b, o in zip(view_start, self._block_shape_t, self._view_origin)]
         hi = [s + o for s, o in zip(view_stop, self._view_origin)]
-        yield from self._walk_level(0, self._root_dir, (), lo, hi)
+        yield from self._walk_level(0, self._root_dir, (), lo, hi, links)
 
     def _walk_level(
-        self, level: int, directory: str, prefix: tuple[int, ...], lo: list[int], hi: list[int]
+        self,
+        level: int,
+        directory: str,
+        prefix: tuple[int, ...],
+        lo: list[int],
+        hi: list[int],
+        links: list[str] | None,
     ) -> Iterator[tuple[tuple[int, ...], str]]:
         axis_prefix = self._axes[level] + "_"
         step = self._block_shape_t[level]
@@ -1045,7 +1193,10 @@ class BlockwiseFileset:
                     or (value - lo[level]) % step
                 ):
                     continue
-                if entry.is_dir():
+                if entry.is_symlink():
+                    if links is not None:
+                        links.append(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
                     found.append((value, entry.path))
         found.sort()
         origin = self._view_origin[level]
@@ -1054,7 +1205,7 @@ class BlockwiseFileset:
             if level == self._ndim - 1:
                 yield start, path
             else:
-                yield from self._walk_level(level + 1, path, start, lo, hi)
+                yield from self._walk_level(level + 1, path, start, lo, hi, links)
 
     @staticmethod
     def _listdir(directory: str) -> set[str]:
@@ -1121,6 +1272,9 @@ class BlockwiseFileset:
         expected = tuple(b - a for a, b in zip(disk_start, disk_stop))
         if not os.path.exists(paths.file_path):
             return "block file missing"
+        escape = self._escape(paths.file_path)
+        if escape is not None:
+            return f"block file not trusted: {escape}"
         try:
             with h5py.File(paths.file_path, "r") as f:
                 dataset = f.get(paths.internal_path)
@@ -1140,16 +1294,25 @@ class BlockwiseFileset:
         """Check every available block of ``roi`` (default: the view) and look for stray temp files.
 
         A block is bad when ``STATUS.txt`` exists but its block file is missing, unreadable, lacks the
-        dataset, or has another shape than the disk-clipped block bounds or another dtype. ``deep`` also
-        reads every voxel. With ``repair``, bad blocks lose their ``STATUS.txt`` and block file (so they
-        are downloaded again) and stray ``*.partial`` files are removed; blocks whose lock another
-        process holds are left alone and listed in ``skipped_locked``.
+        dataset, or has another shape than the disk-clipped block bounds or another dtype, or leads out of
+        the cache root through a symbolic link. ``deep`` also reads every voxel. Symbolic links planted in
+        the block tree (a block directory, ``STATUS.txt``, a block file, a lock file) are listed in
+        ``links``. With ``repair``, those links are removed (never their targets), bad blocks lose their
+        ``STATUS.txt`` and block file (so they are downloaded again) and stray ``*.partial`` files are
+        removed; blocks whose lock another process holds are left alone and listed in ``skipped_locked``.
         """
         self._check_open()
         report = VerifyReport(repaired=bool(repair))
-        for block_start, directory in self._iter_block_dirs(roi):
-            names = self._listdir(directory)
+        dir_links: list[str] = []
+        for block_start, directory in self._iter_block_dirs(roi, links=dir_links):
+            names, linked = self._scan_block_dir(directory)
             paths = self._leaf_paths(block_start, directory)
+            if linked:
+                report.links.extend(os.path.join(directory, name) for name in sorted(linked))
+                if repair:
+                    for name in sorted(linked):
+                        self._remove_link(os.path.join(directory, name), report)
+                    names -= linked
             partials = self._partials(paths, self._names_near_file(paths, names))
             if partials and not self._lock_held_elsewhere(paths):
                 report.stray_partials.extend(partials)
@@ -1164,12 +1327,66 @@ class BlockwiseFileset:
                     report.bad_blocks.append(BadBlock(block_start, paths.file_path, reason))
             if repair and (reason is not None or partials):
                 self._repair_block(block_start, paths, reason is not None, report)
+        for link in sorted(dir_links):
+            logger.warning("symbolic link %s planted in the block tree", link)
+            report.links.append(link)
+            if repair:
+                self._remove_link(link, report)
         return report
+
+    @staticmethod
+    def _scan_block_dir(directory: str) -> tuple[set[str], set[str]]:
+        """Names in a block directory, and those of them that are symbolic links."""
+        names: set[str] = set()
+        linked: set[str] = set()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    names.add(entry.name)
+                    if entry.is_symlink():
+                        linked.add(entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        return names, linked
+
+    def _remove_link(self, path: str, report: VerifyReport) -> None:
+        """Remove the symbolic link ``path`` of the block tree (never its target)."""
+        parts = os.path.relpath(os.path.dirname(path), self._root_dir).split(os.sep)
+        try:
+            with atomic.opened_dir(self._root_dir, [] if parts == ["."] else parts, create=False) as fd:
+                if not _is_link(os.path.basename(path), fd):
+                    return
+                atomic.remove(os.path.basename(path), dir_fd=fd, shown=path)
+        except FileNotFoundError:
+            return
+        logger.warning("removed the symbolic link %s", path)
+        report.removed.append(path)
 
     def _lock_held_elsewhere(self, paths: BlockPaths) -> bool:
         if not os.path.exists(paths.lock_path):
             return False
         return bool(locks.BlockLock(paths.lock_path).locked_elsewhere())
+
+    def _remove_block_files(
+        self, paths: BlockPaths, status: bool, block_file: bool, near_file: Sequence[str] = ()
+    ) -> list[str]:
+        """Remove the block's ``STATUS.txt``, block file and the named entries next to the block file,
+        through directory descriptors (a symbolic link on the way is refused); return what was removed."""
+        removed = []
+        try:
+            with self._block_dirs(paths, create=False) as (block_fd, file_fd):
+                if status and atomic.remove(STATUS_FILE_NAME, dir_fd=block_fd, shown=paths.status_path):
+                    removed.append(paths.status_path)
+                file_dir = os.path.dirname(paths.file_path)
+                names = ([os.path.basename(paths.file_path)] if block_file else []) + list(near_file)
+                for name in names:
+                    path = os.path.join(file_dir, name)
+                    if atomic.remove(name, dir_fd=file_fd, shown=path):
+                        removed.append(path)
+        except FileNotFoundError:
+            pass
+        self._handles.invalidate(paths.file_path)
+        return removed
 
     def _discard_broken_block(self, block_start: tuple[int, ...]) -> bool:
         """Mark a block that claims to be available but whose file is bad as missing again.
@@ -1181,9 +1398,7 @@ class BlockwiseFileset:
             problem = self._check_block_file(paths, _ints(block_start), deep=False)
             if problem is None or not os.path.exists(paths.status_path):
                 return False
-            for path in (paths.status_path, paths.file_path):
-                _remove_quietly(path)
-            self._handles.invalidate(paths.file_path)
+            self._remove_block_files(paths, status=True, block_file=True)
         logger.warning(
             "block %s was marked available but its file is bad (%s); it will be fetched again",
             list(block_start),
@@ -1200,23 +1415,17 @@ class BlockwiseFileset:
             report.skipped_locked.append(block_start)
             return
         try:
-            doomed = []
             # Judged without the lock: check again now that nobody can be publishing it.
-            if (
+            discard = (
                 bad
                 and os.path.exists(paths.status_path)
                 and (self._check_block_file(paths, block_start, deep=False) is not None)
-            ):
-                doomed += [paths.status_path, paths.file_path]
-            doomed += self._partials(paths, self._listdir(os.path.dirname(paths.file_path)))
-            for path in doomed:
-                try:
-                    os.remove(path)
-                except FileNotFoundError:
-                    continue
+            )
+            file_dir = os.path.dirname(paths.file_path)
+            partials = [os.path.basename(p) for p in self._partials(paths, self._listdir(file_dir))]
+            for path in self._remove_block_files(paths, discard, discard, partials):
                 logger.warning("removed %s", path)
                 report.removed.append(path)
-            self._handles.invalidate(paths.file_path)
         finally:
             lock.release()
 
@@ -1235,12 +1444,7 @@ class BlockwiseFileset:
             near = self._names_near_file(paths, names)
             upstream_lock = os.path.basename(paths.file_path) + UPSTREAM_LOCK_SUFFIX
             if upstream_lock in near:
-                path = os.path.join(os.path.dirname(paths.file_path), upstream_lock)
-                try:
-                    os.remove(path)
-                except FileNotFoundError:
-                    pass
-                else:
+                for path in self._remove_block_files(paths, False, False, [upstream_lock]):
                     removed += 1
                     logger.warning("purged stale lock file %s of block %s", path, block_start)
             partials = self._partials(paths, near)
@@ -1254,11 +1458,8 @@ class BlockwiseFileset:
                     )
                 continue
             try:
-                for path in partials:
-                    try:
-                        os.remove(path)
-                    except FileNotFoundError:
-                        continue
+                names = [os.path.basename(p) for p in partials]
+                for path in self._remove_block_files(paths, False, False, names):
                     removed += 1
                     logger.warning("purged stale temp file %s of block %s", path, block_start)
             finally:
@@ -1288,7 +1489,9 @@ class BlockwiseFileset:
         """Export ``roi`` into one HDF5 file in ``exportDirectory``; return its full dataset path.
 
         The file is named with ``block_file_name_format`` and the roi in disk coordinates, written to a
-        temp file first and moved into place, so a failed export leaves no file behind.
+        temp file first and moved into place, so a failed export leaves no file behind. The roi is read
+        one row of blocks at a time (bounded memory); a full disk stops it at once with
+        :class:`CacheWriteError`.
         """
         self._check_open()
         view_start, view_stop = self._export_view_roi(roi, use_view_coordinates)
@@ -1299,19 +1502,43 @@ class BlockwiseFileset:
             os.path.join(export_dir, self._external_format.format(roiString=roi_string)),
             self._internal_format.format(roiString=roi_string),
         )
-        created_dirs: list[str] = []
-        _makedirs_tracked(os.path.dirname(target.externalPath), created_dirs)
-        temp = _temp_name(target.externalPath)
-        try:
-            with h5py.File(temp, "w") as f:
-                shape = tuple(int(n) for n in view_stop - view_start)
+        shape = tuple(int(n) for n in view_stop - view_start)
+
+        def fill(fd: int) -> None:
+            # HDF5 writes (compressed) chunks through a file object that never reports a failure to it;
+            # the first failed write stops the export and is raised here, after a clean close.
+            image = h5image.SparseFile(fd)
+            with h5py.File(image, "w") as f:
                 dataset = self._create_dataset(f, target.internalPath, shape)
-                self.readData((view_start, view_stop), dataset)
-            os.replace(temp, target.externalPath)
+                for row_start, row_stop in self._block_rows(view_start, view_stop):
+                    if image.error is not None:
+                        break
+                    rows = slice(int(row_start[0] - view_start[0]), int(row_stop[0] - view_start[0]))
+                    dataset[rows] = self.readData((row_start, row_stop))
+            if image.error is not None:
+                raise image.error
+
+        created_dirs: list[str] = []
+        try:
+            _makedirs_tracked(os.path.dirname(target.externalPath), created_dirs)
+            atomic.write_file(target.externalPath, fill)
         except BaseException:
-            _undo([temp], created_dirs)
+            _undo([], created_dirs)
             raise
         return target.totalPath()
+
+    def _block_rows(
+        self, start: numpy.ndarray, stop: numpy.ndarray
+    ) -> Iterator[tuple[numpy.ndarray, numpy.ndarray]]:
+        """Split the view roi ``(start, stop)`` along axis 0 at block boundaries (one row of blocks each)."""
+        step, origin = self._block_shape_t[0], self._view_origin[0]
+        row = int(start[0])
+        while row < int(stop[0]):
+            row_end = min(int(stop[0]), ((row + origin) // step + 1) * step - origin)
+            row_start, row_stop = start.copy(), stop.copy()
+            row_start[0], row_stop[0] = row, row_end
+            yield row_start, row_stop
+            row = row_end
 
     def _subset_view_roi(self, roi: Roi, use_view_coordinates: bool) -> tuple[numpy.ndarray, numpy.ndarray]:
         """The view roi of an :meth:`exportSubset` request, checked to lie on block boundaries."""
@@ -1369,15 +1596,15 @@ class BlockwiseFileset:
                 if os.path.exists(dest_status):
                     logger.info("export: block %s already exported; skipped", block_start)
                     continue
+                escape = self._escape(paths.file_path)
+                if escape is not None:
+                    logger.warning("export: block %s skipped: its file %s", block_start, escape)
+                    continue
                 dest_file = os.path.join(dest_dir, os.path.relpath(paths.file_path, directory))
                 _makedirs_tracked(os.path.dirname(dest_file), created_dirs)
-                temp = _temp_name(dest_file)
-                created_files.append(temp)
-                shutil.copyfile(paths.file_path, temp)
-                os.replace(temp, dest_file)
-                created_files[-1] = dest_file
-                with open(dest_status, "wb"):
-                    pass
+                atomic.copy_file(paths.file_path, dest_file, fsync=self._fsync)
+                created_files.append(dest_file)
+                atomic.write_bytes(dest_status, b"", fsync=self._fsync)
                 created_files.append(dest_status)
                 copied += 1
             type(self)._write_export_description(dest_desc_path, dest_desc)

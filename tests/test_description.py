@@ -1105,28 +1105,16 @@ def test_write_is_atomic(tmp_path, monkeypatch, failing):
     elif failing == "os.fsync":
         monkeypatch.setattr(d.os, "fsync", boom)
     else:
-        # Fail while writing the bytes into the temporary file.
-        real_open = open
+        # Fail while writing the bytes into the temporary file: half of them get in.
+        real_write = os.write
 
-        def failing_open(fd, mode="r", *args, **kwargs):
-            handle = real_open(fd, mode, *args, **kwargs)
-            if isinstance(fd, int):
+        def failing_write(fd, data):
+            if not os.readlink(f"/proc/self/fd/{fd}").endswith(".partial"):
+                return real_write(fd, data)
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(28, "disk full")
 
-                class Breaking:
-                    def __enter__(self):
-                        return self
-
-                    def __exit__(self, *exc):
-                        handle.close()
-
-                    def write(self, data):
-                        handle.write(data[: len(data) // 2])
-                        raise OSError("disk full")
-
-                return Breaking()
-            return handle
-
-        monkeypatch.setattr(d, "open", failing_open, raising=False)
+        monkeypatch.setattr(d.os, "write", failing_write)
     with pytest.raises(OSError, match="injected failure|disk full"):
         write_description(out, new, "local")
     monkeypatch.undo()

@@ -20,6 +20,7 @@ from lazyflow_rbfs import description as descmod
 from lazyflow_rbfs import locks
 from lazyflow_rbfs.errors import (
     BlockNotReadyError,
+    CacheWriteError,
     ClosedError,
     DescriptionError,
     OutOfBoundsError,
@@ -899,18 +900,20 @@ def test_export_subset_with_absolute_root_and_disk_coordinates(tmp_path):
 def test_failed_export_subset_leaves_nothing(filled, tmp_path, monkeypatch):
     path, _ = filled
     calls = []
-    real_copy = shutil.copyfile
+    real_replace = os.replace
 
-    def flaky_copy(src, dst, *args, **kwargs):
-        calls.append(dst)
-        if len(calls) == 3:
-            raise OSError("disk full")
-        return real_copy(src, dst, *args, **kwargs)
+    def flaky_replace(src, dst, *args, **kwargs):
+        # The third block file copied fails as it is renamed into place.
+        if str(dst).endswith(".h5"):
+            calls.append(dst)
+            if len(calls) == 3:
+                raise OSError(28, "disk full")
+        return real_replace(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(shutil, "copyfile", flaky_copy)
+    monkeypatch.setattr(os, "replace", flaky_replace)
     out_dir = tmp_path / "out"
     with BlockwiseFileset(path) as fs:
-        with pytest.raises(OSError, match="disk full"):
+        with pytest.raises(CacheWriteError, match="disk full"):
             fs.exportSubset(([0, 0, 0], [20, 30, 40]), str(out_dir))
     assert len(calls) == 3
     assert not out_dir.exists()
