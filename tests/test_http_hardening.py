@@ -660,3 +660,34 @@ def test_the_boss_token_does_not_follow_a_redirect_to_another_origin(raw_server,
             vol.fetch(((0, 0, 0), (2, 2, 2)))
     assert origin.requests[0].headers["Authorization"] == f"Token {TOKEN}"
     assert TOKEN not in str(other.requests[0].headers)
+
+
+def _get_in_child(client: HttpClient, url: str, conn) -> None:  # runs in a forked child
+    try:
+        client.get(url, max_bytes=1 << 20)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(type(exc).__name__)
+    else:
+        conn.send("no error")
+
+
+@pytest.mark.timeout(60)
+def test_deadlines_hold_in_a_forked_child(raw_server, make_cutout_server):
+    import multiprocessing
+
+    server = raw_server(drip_body)
+    ok = make_cutout_server()
+    with HttpClient(timeout=(2, 1), retries=0) as client:
+        client.get(ok.cutout_url((0, 0, 0), (1, 1, 1)), max_bytes=1 << 20)  # the parent's watchdog runs
+        parent_end, child_end = multiprocessing.get_context("fork").Pipe()
+        child = multiprocessing.get_context("fork").Process(
+            target=_get_in_child, args=(client, f"{server.url}/x", child_end)
+        )
+        child.start()
+        try:
+            assert parent_end.poll(20), "the forked child's request outlived its deadline"
+            assert parent_end.recv() == "RemoteTimeoutError"
+        finally:
+            child.join(20)
+            if child.is_alive():
+                child.kill()
