@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import socket
 import socketserver
+import ssl
 import subprocess
 import sys
 import threading
@@ -61,8 +63,11 @@ class RawServer:
     ``server.stop`` is set at close, so a responder that trickles bytes waits on it between bytes.
     """
 
-    def __init__(self, respond: Callable[[Request, socket.socket, RawServer], None]) -> None:
+    def __init__(
+        self, respond: Callable[[Request, socket.socket, RawServer], None], tls: ssl.SSLContext | None = None
+    ) -> None:
         self.respond = respond
+        self.scheme = "https" if tls is not None else "http"
         self.stop = threading.Event()
         self.requests: list[Request] = []
         self._cond = threading.Condition()
@@ -77,13 +82,21 @@ class RawServer:
             block_on_close = False
             allow_reuse_address = True
 
+            def get_request(self):  # type: ignore[no-untyped-def]
+                conn, address = super().get_request()
+                if tls is not None:
+                    conn.settimeout(10)
+                    conn = tls.wrap_socket(conn, server_side=True)
+                    conn.settimeout(None)
+                return conn, address
+
         self._server = Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def port(self) -> int:
@@ -253,6 +266,51 @@ def test_a_dripping_cutout_through_the_volume_is_a_timeout(raw_server, tmp_path)
         with pytest.raises(RemoteTimeoutError):
             vol.fetch(((0, 0, 0), (16, 64, 64)))
     assert time.monotonic() - start < 10
+
+
+@pytest.fixture
+def tls(tmp_path, monkeypatch) -> ssl.SSLContext:
+    """A server TLS context with a self-signed certificate for 127.0.0.1, trusted via REQUESTS_CA_BUNDLE."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.mark.timeout(60)
+def test_deadline_and_close_over_tls(tls):
+    def small(request: Request, conn: socket.socket, server: RawServer) -> None:
+        if request.path == "/ok":
+            send(conn, 200, b"fine")
+        else:
+            drip_body(request, conn, server)
+
+    server = RawServer(small, tls)
+    try:
+        with HttpClient(timeout=(2, 2), retries=0) as client:
+            assert client.get(f"{server.url}/ok", max_bytes=100) == b"fine"  # the certificate is trusted
+            start = time.monotonic()
+            with pytest.raises(RemoteTimeoutError):
+                client.get(f"{server.url}/drip", max_bytes=1 << 20)
+            assert time.monotonic() - start < 10
+        client = HttpClient(timeout=(5, 60), retries=2)
+        thread, outcome = _fetch_in_thread(lambda: client.get(f"{server.url}/drip", max_bytes=1 << 20))
+        assert server.wait_for_requests(3)
+        client.close()
+        thread.join(5)
+        assert not thread.is_alive() and isinstance(outcome[0], ClosedError), outcome
+    finally:
+        server.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
