@@ -556,6 +556,22 @@ def test_no_caller_header_follows_a_redirect_to_another_origin(raw_server):
     assert all(r.headers.get("X-Api-Key") == API_KEY for r in origin.requests)
 
 
+def test_a_redirect_that_parsers_read_differently_gets_no_headers(raw_server):
+    # "http://127.0.0.1:OTHER\\@127.0.0.1:ORIGIN/x": urllib.parse reads host:port after the "@" (the origin),
+    # urllib3 (which connects) reads the other port. The origin is what the connection goes to.
+    other = raw_server(_record_ok)
+
+    def redirect(request: Request, conn: socket.socket, server: RawServer) -> None:
+        location = f"http://127.0.0.1:{other.port}\\@127.0.0.1:{server.port}/x"
+        send(conn, 302, headers={"Location": location})
+
+    origin = raw_server(redirect)
+    with HttpClient(headers={"X-Api-Key": API_KEY}, retries=0) as client:
+        client.get(f"{origin.url}/start", max_bytes=1000)
+    assert other.requests and "X-Api-Key" not in other.requests[0].headers
+    assert API_KEY not in str(other.requests[0].headers)
+
+
 def test_redirects_are_bounded_and_only_to_http(raw_server):
     def loop(request: Request, conn: socket.socket, server: RawServer) -> None:
         if request.path == "/file":

@@ -22,14 +22,14 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import numpy as np
 
 from lazyflow_rbfs.description import DEFAULT_BOSS_URL
 from lazyflow_rbfs.errors import DescriptionError, DownloadError
 from lazyflow_rbfs.remote import codecs
-from lazyflow_rbfs.remote.http import HttpClient
+from lazyflow_rbfs.remote.http import HttpClient, origin
 
 __all__ = [
     "BOSS_CUBOID_XYZ",
@@ -86,28 +86,12 @@ def intern_config_path(environ: Mapping[str, str] | None = None) -> str:
     return os.path.join(home, INTERN_CONFIG)
 
 
-def _origin(url: str) -> tuple[str, str, int] | None:
-    """``(scheme, host, port)`` of an http(s) URL; ``None`` for anything else or with user info."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or "@" in parts.netloc:
-        return None
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    host = (parts.hostname or "").rstrip(".")
-    if not host:
-        return None
-    return scheme, host, port or (443 if scheme == "https" else 80)
-
-
 def _configured_origin(protocol: str, host: str) -> tuple[str, str, int] | None:
     # intern builds "<protocol>://<host>/v1/...": host is a host name with an optional port, nothing else.
     host = host.strip()
     if not host or any(ch in host for ch in "/?#@\\") or any(ch.isspace() for ch in host):
         return None
-    return _origin(f"{protocol.strip().lower()}://{host}")
+    return origin(f"{protocol.strip().lower()}://{host}")
 
 
 def _usable(token: str) -> bool:
@@ -135,8 +119,8 @@ def _from_config_file(path: str) -> list[_Credential]:
         section = parser[name]
         protocol, host = section.get("protocol", ""), section.get("host", "")
         token = section.get("token", "").strip()
-        origin = _configured_origin(protocol, host)
-        if origin is None or not _usable(token):
+        where = _configured_origin(protocol, host)
+        if where is None or not _usable(token):
             if token:
                 logger.warning(
                     "ignoring section [%s] of %s: expected protocol (http or https), host (a host name with "
@@ -147,7 +131,7 @@ def _from_config_file(path: str) -> list[_Credential]:
                     host,
                 )
             continue
-        found.append(_Credential(origin, token, f"{path} [{name}]"))
+        found.append(_Credential(where, token, f"{path} [{name}]"))
     return found
 
 
@@ -167,9 +151,9 @@ def configured_credentials(environ: Mapping[str, str] | None = None) -> list[_Cr
     token = env.get("INTERN_TOKEN", "").strip()
     protocol, host = env.get("INTERN_PROTOCOL", ""), env.get("INTERN_HOST", "")
     if token and protocol and host:
-        origin = _configured_origin(protocol, host)
-        if origin is not None and _usable(token):
-            found.append(_Credential(origin, token, "INTERN_PROTOCOL, INTERN_HOST and INTERN_TOKEN"))
+        where = _configured_origin(protocol, host)
+        if where is not None and _usable(token):
+            found.append(_Credential(where, token, "INTERN_PROTOCOL, INTERN_HOST and INTERN_TOKEN"))
         else:
             logger.warning(
                 "ignoring INTERN_TOKEN: expected INTERN_PROTOCOL http or https and INTERN_HOST a host name "
@@ -179,9 +163,9 @@ def configured_credentials(environ: Mapping[str, str] | None = None) -> list[_Cr
             )
     elif token and not protocol and not host:
         if _usable(token):
-            origin = _origin(DEFAULT_BOSS_URL)
-            if origin is not None:
-                found.append(_Credential(origin, token, f"INTERN_TOKEN (for {DEFAULT_BOSS_URL})"))
+            bossdb = origin(DEFAULT_BOSS_URL)
+            if bossdb is not None:
+                found.append(_Credential(bossdb, token, f"INTERN_TOKEN (for {DEFAULT_BOSS_URL})"))
     elif token:
         logger.warning(
             "ignoring INTERN_TOKEN: it is set with only one of INTERN_PROTOCOL and INTERN_HOST; set both "
@@ -192,11 +176,11 @@ def configured_credentials(environ: Mapping[str, str] | None = None) -> list[_Cr
 
 
 def _credential_for(boss_url: str, environ: Mapping[str, str] | None) -> _Credential | None:
-    origin = _origin(str(boss_url))
-    if origin is None:
+    target = origin(str(boss_url).strip())
+    if target is None:
         return None
     for credential in configured_credentials(environ):
-        if credential.origin == origin:
+        if credential.origin == target:
             return credential
     return None
 

@@ -63,7 +63,15 @@ from lazyflow_rbfs.errors import (
     RemoteTimeoutError,
 )
 
-__all__ = ["HttpClient", "HttpStats", "normalize_timeout", "scrub_error", "RETRY_STATUSES", "MAX_REDIRECTS"]
+__all__ = [
+    "HttpClient",
+    "HttpStats",
+    "normalize_timeout",
+    "origin",
+    "scrub_error",
+    "RETRY_STATUSES",
+    "MAX_REDIRECTS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -567,14 +575,25 @@ def _check_headers(headers: Mapping[str, str] | None, option: str) -> dict[str, 
     return checked
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+def origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` an ``http``/``https`` URL connects to, or ``None``: not http(s), user info in
+    it, or read differently by ``urllib.parse`` and by urllib3 (which makes the connection), as with
+    ``http://a:1\\@b:2/``. ``None`` is no origin: never the same as another."""
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").rstrip("."), port or _DEFAULT_PORTS.get(scheme)
+        parsed = urllib3.util.parse_url(url)
+        split = urlsplit(url)
+        split_port = split.port
+    except (ValueError, urllib3.exceptions.LocationParseError):
+        return None
+    scheme = (parsed.scheme or "").lower()
+    if scheme not in _DEFAULT_PORTS or parsed.auth is not None or "@" in split.netloc:
+        return None
+    host = (parsed.host or "").strip("[]").lower().rstrip(".")
+    port = parsed.port or _DEFAULT_PORTS[scheme]
+    split_host = (split.hostname or "").rstrip(".")
+    if not host or host != split_host or port != (split_port or _DEFAULT_PORTS[scheme]):
+        return None
+    return scheme, host, port
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -940,10 +959,10 @@ class HttpClient:
         self, session: requests.Session, url: str, max_bytes: int | None, flight: _InFlight
     ) -> bytes:
         """One attempt: the request, its redirects, and the body of the final 200 response."""
-        origin = _origin(url)
+        home = origin(url)
         target = url
         for hops in itertools.count():
-            same_origin = _origin(target) == origin
+            same_origin = home is not None and origin(target) == home
             response = session.get(
                 target,
                 headers=self._request_headers(same_origin),
@@ -962,7 +981,7 @@ class HttpClient:
                         status,
                         target,
                         ""
-                        if _origin(target) == origin or not self._headers
+                        if origin(target) == home or not self._headers
                         else " (another origin: headers not sent)",
                     )
                     continue
