@@ -31,7 +31,8 @@ from lazyflow_rbfs.errors import DescriptionError, InvalidResponseError, RbfsErr
 from lazyflow_rbfs.remote import boss as _boss
 from lazyflow_rbfs.remote import codecs as _codecs
 from lazyflow_rbfs.remote import precomputed as _precomputed
-from lazyflow_rbfs.remote.http import HttpClient, scrub_error
+from lazyflow_rbfs.remote.http import HttpClient
+from lazyflow_rbfs.remote.redaction import scrub_error
 
 __all__ = [
     "describe_source",

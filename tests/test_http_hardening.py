@@ -38,7 +38,7 @@ from lazyflow_rbfs.errors import (
     RemoteTimeoutError,
 )
 from lazyflow_rbfs.remote import HttpClient, boss
-from lazyflow_rbfs.remote.http import scrub_error
+from lazyflow_rbfs.remote.redaction import scrub_error
 from lazyflow_rbfs.server import BossSettings, CutoutServer, sample_volume
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,25 +5,19 @@ family. The rules this module keeps, whatever the server does:
 
 * **Deadlines.** Each attempt has a deadline: ``read`` seconds after its connection is ready (at the
   latest ``connect + read`` seconds after the attempt starts). It bounds the status line, the headers,
-  the body and the redirects together, so a server that trickles bytes cannot hold a request past it.
-  One watchdog thread per process keeps the deadlines of every request in flight in a heap and shuts
-  down the socket of an overdue one; the blocked read returns and the attempt fails with
-  :class:`RemoteTimeoutError`, retried like any other timeout. (The socket timeout still bounds each
-  single wait for data, so a silent server fails after ``read`` seconds too.)
-* **Closing.** :meth:`HttpClient.close` shuts down the sockets of the client's requests in flight, wakes
+  the body and the redirects together, so a server that trickles bytes cannot hold a request past it:
+  the attempt is cut short (:mod:`.inflight`) and fails with :class:`RemoteTimeoutError`, retried like
+  any other timeout. (The socket timeout still bounds each single wait for data.)
+* **Closing.** :meth:`HttpClient.close` cuts the client's attempts in flight short the same way, wakes
   requests waiting for a slot or backing off before a retry, and each of them raises
   :class:`~lazyflow_rbfs.errors.ClosedError` (abandoned, not a server failure) at once; nothing in flight
   is retried after close. A connection still being made is abandoned when its connect timeout ends.
 * **Redirects** are followed here (at most :data:`MAX_REDIRECTS`, ``http``/``https`` only). The caller's
   headers (``headers``: credentials, API keys, the Boss token) are sent only to the origin (scheme, host,
   port) of the URL asked for; a redirect to another origin is followed without them.
-* **Secrets.** Every value of ``headers`` (and the credential part of ``Authorization``-style values) is
-  a secret: it is never logged, never shown in a repr, and scrubbed (verbatim, any case) from every
-  error message, log record of this module and of urllib3, and chained exception this module produces,
-  even when a server echoes it back (a secret cut short by an excerpt is recognised from its first 8
-  characters). :func:`scrub_error` does the same for errors raised above this layer from what a server
-  sent. Values shorter than 4 characters are not scrubbed (they would garble every message and protect
-  nothing).
+* **Secrets.** Every value of ``headers`` is a secret (:mod:`.redaction`): never logged, never shown in
+  a repr, and scrubbed from every error message, log record (this module's and urllib3's) and chained
+  exception this module produces, even when a server echoes it back.
 * **Bodies** are read raw and bounded (``max_bytes``); an HTTP ``Content-Encoding`` (gzip, deflate) is
   inflated here with the same bound.
 """
@@ -31,16 +25,12 @@ family. The rules this module keeps, whatever the server does:
 from __future__ import annotations
 
 import email.utils
-import heapq
 import http.client
 import itertools
 import logging
 import os
 import re
-import socket
 import threading
-import time
-import traceback
 import weakref
 import zlib
 from collections.abc import Mapping
@@ -50,10 +40,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from lazyflow_rbfs.errors import (
     ArgumentError,
@@ -62,18 +49,21 @@ from lazyflow_rbfs.errors import (
     InvalidResponseError,
     RemoteTimeoutError,
 )
+from lazyflow_rbfs.remote import inflight, redaction
 
 __all__ = [
     "HttpClient",
     "HttpStats",
     "normalize_timeout",
     "origin",
-    "scrub_error",
     "RETRY_STATUSES",
     "MAX_REDIRECTS",
 ]
 
 logger = logging.getLogger(__name__)
+redaction.install_log_filter(
+    __name__, "urllib3.connectionpool", "urllib3.connection", "urllib3.response", "urllib3.util.retry"
+)
 
 #: Statuses worth retrying: rate limiting and transient server trouble.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -87,12 +77,8 @@ MAX_RETRY_AFTER = 60.0
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 1 << 20
 _EXCERPT = 200  # characters of an error page shown in a message
-_MIN_SECRET = 4
-_PREFIX = 8  # a secret cut short is still recognised from this many characters on
-_REDACTED = "***"
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_TIMED_OUT = "timed out"
 _TRANSPORT_ERRORS = (
     requests.RequestException,
     urllib3.exceptions.HTTPError,
@@ -100,352 +86,6 @@ _TRANSPORT_ERRORS = (
     OSError,
     ValueError,
 )
-_ABANDONED = "abandoned"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Secrets: one registry for the process, one pattern, one place that scrubs
-
-
-class _Secrets:
-    """The secrets of every live client of this process, and the one function that scrubs them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_owner: dict[int, frozenset[str]] = {}
-        self._keys = itertools.count()
-        self._values: tuple[str, ...] = ()  # longest first
-        self._folded: tuple[str, ...] = ()
-        self.longest = 0
-
-    def add(self, values: frozenset[str]) -> int:
-        with self._lock:
-            key = next(self._keys)
-            if values:
-                self._by_owner[key] = values
-                self._rebuild()
-            return key
-
-    def remove(self, key: int) -> None:
-        with self._lock:
-            if self._by_owner.pop(key, None) is not None:
-                self._rebuild()
-
-    def _rebuild(self) -> None:
-        values = sorted({v for vs in self._by_owner.values() for v in vs}, key=len, reverse=True)
-        self._values = tuple(values)
-        self._folded = tuple(v.lower() for v in values)
-        self.longest = len(values[0]) if values else 0
-
-    @property
-    def active(self) -> bool:
-        return bool(self._values)
-
-    def redact(self, text: str) -> str:
-        """``text`` with every secret, in any case, and every cut-off start of one (its first
-        :data:`_PREFIX` characters or more, as an excerpt of an echoing body may hold) replaced."""
-        values, folded = self._values, self._folded
-        if not values or not text:
-            return text
-        lowered = text.lower()
-        if len(lowered) != len(text):  # a few characters change length when lowered: match exactly
-            lowered, folded = text, values
-        spans: list[tuple[int, int]] = []
-        for secret in folded:
-            head = secret[:_PREFIX]
-            start = lowered.find(head)
-            while start >= 0:
-                end, stop = start + len(head), min(len(text), start + len(secret))
-                while end < stop and lowered[end] == secret[end - start]:
-                    end += 1
-                spans.append((start, end))
-                start = lowered.find(head, end)
-        if not spans:
-            return text
-        spans.sort()
-        pieces, last = [], 0
-        for start, end in spans:
-            if end <= last:
-                continue
-            if start > last:
-                pieces.append(text[last:start])
-            if start >= last:
-                pieces.append(_REDACTED)
-            last = end
-        pieces.append(text[last:])
-        return "".join(pieces)
-
-    def after_fork(self) -> None:
-        self._lock = threading.Lock()
-
-
-_SECRETS = _Secrets()
-
-
-def _secret_values(headers: Mapping[str, str]) -> frozenset[str]:
-    """Every header value, and the credential after an auth scheme (``Token abc`` -> ``abc`` too)."""
-    values: set[str] = set()
-    for value in headers.values():
-        parts = [value.strip()]
-        scheme, _, credential = parts[0].partition(" ")
-        if credential.strip() and scheme.isalpha():
-            parts.append(credential.strip())
-        values.update(p for p in parts if len(p) >= _MIN_SECRET)
-    return frozenset(values)
-
-
-def _sanitized(exc: BaseException | None) -> BaseException | None:
-    """``exc`` fit to be chained: no request/response objects (they carry the headers), no secret text.
-
-    String arguments of ``exc`` and of everything it wraps are scrubbed in place; should a secret still
-    show in the formatted chain, a plain stand-in with the scrubbed message is returned instead.
-    """
-    if exc is None:
-        return None
-    seen: set[int] = set()
-    stack: list[object] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, requests.RequestException):
-            item.request = None
-            item.response = None
-        if _SECRETS.active:
-            try:
-                item.args = tuple(_SECRETS.redact(a) if isinstance(a, str) else a for a in item.args)
-            except (AttributeError, TypeError):  # an exception type with read-only args
-                pass
-        stack.extend(item.args)
-        stack.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
-    if _SECRETS.active:
-        text = "".join(traceback.format_exception(exc))
-        if _SECRETS.redact(text) != text:
-            return _ScrubbedCause(f"{type(exc).__name__}: {_SECRETS.redact(str(exc))}")
-    return exc
-
-
-class _ScrubbedCause(Exception):
-    """Stands in for a transport exception whose text held a secret."""
-
-
-def scrub_error(exc: BaseException) -> BaseException:
-    """Scrub the secrets of this process's clients from ``exc`` in place (message, string attributes,
-    chained exceptions) and return it: for errors raised above the HTTP layer from what a server sent
-    (a decoder quoting the start of a body that echoes a token)."""
-    if not _SECRETS.active:
-        return exc
-    try:
-        exc.args = tuple(_SECRETS.redact(a) if isinstance(a, str) else a for a in exc.args)
-    except (AttributeError, TypeError):
-        pass
-    for name in getattr(exc, "_fields", ()):
-        value = getattr(exc, name, None)
-        if isinstance(value, str):
-            setattr(exc, name, _SECRETS.redact(value))
-    if exc.__cause__ is not None:
-        exc.__cause__ = _sanitized(exc.__cause__)
-    if exc.__context__ is not None:
-        exc.__context__ = _sanitized(exc.__context__)
-    return exc
-
-
-class _RedactingFilter(logging.Filter):
-    """Scrubs the secrets of live clients from log records (this module's and urllib3's)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not _SECRETS.active:
-            return True
-        message = record.getMessage()
-        clean = _SECRETS.redact(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = _SECRETS.redact(logging.Formatter().formatException(record.exc_info))
-        return True
-
-
-def _install_log_filters() -> None:
-    names = (
-        __name__,
-        "urllib3.connectionpool",
-        "urllib3.connection",
-        "urllib3.response",
-        "urllib3.util.retry",
-    )
-    for name in names:
-        target = logging.getLogger(name)
-        if not any(isinstance(f, _RedactingFilter) for f in target.filters):
-            target.addFilter(_RedactingFilter())
-
-
-_install_log_filters()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Requests in flight, their sockets and deadlines
-
-
-def _shutdown(sock: object) -> None:
-    """Make a read blocked on ``sock`` in another thread return (at once, with EOF or an error)."""
-    raw = sock if isinstance(sock, socket.socket) else getattr(sock, "socket", None)
-    if not isinstance(raw, socket.socket):
-        return
-    try:
-        # The base method: SSLSocket.shutdown would also drop its SSL object under the reading thread.
-        socket.socket.shutdown(raw, socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed or never connected
-
-
-class _InFlight:
-    """One attempt of a GET: the sockets it uses, its deadline and why it was cut short, if it was."""
-
-    __slots__ = ("deadline", "read", "reason", "_socks", "_done", "_lock")
-
-    def __init__(self, connect: float, read: float) -> None:
-        self.deadline = time.monotonic() + connect + read
-        self.read = read
-        self.reason: str | None = None
-        self._socks: list[object] = []
-        self._done = False
-        self._lock = threading.Lock()
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def attach(self, conn: HTTPConnection) -> None:
-        """A connection is (about to be) used by this attempt; a connected one starts the read clock."""
-        sock = getattr(conn, "sock", None)
-        if sock is None:
-            return  # connect() attaches it again once it is connected
-        with self._lock:
-            if self._done:
-                return
-            if self.reason is not None:
-                _shutdown(sock)
-                return
-            if sock not in self._socks:
-                self._socks.append(sock)
-        deadline = time.monotonic() + self.read
-        if deadline < self.deadline:
-            self.deadline = deadline
-            _watchdog.watch(self, deadline)
-
-    def abort(self, reason: str) -> bool:
-        """Cut the attempt short (``_TIMED_OUT`` or ``_ABANDONED``); False if it already ended."""
-        with self._lock:
-            if self._done or self.reason is not None:
-                return False
-            self.reason = reason
-            # Under the lock: finish() cannot return (and the thread reuse a socket) before this is done.
-            for sock in self._socks:
-                _shutdown(sock)
-        return True
-
-    def finish(self) -> str | None:
-        """End the attempt; returns why it was cut short (``None``: it was not)."""
-        with self._lock:
-            self._done = True
-            return self.reason
-
-
-class _Watchdog:
-    """One thread per process: shuts down the sockets of attempts past their deadline."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, _InFlight]] = []
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._compact_at = 4096
-
-    def watch(self, flight: _InFlight, deadline: float) -> None:
-        with self._cond:
-            if len(self._heap) >= self._compact_at:
-                self._heap = [entry for entry in self._heap if not entry[2].done]
-                heapq.heapify(self._heap)
-                self._compact_at = max(4096, 2 * len(self._heap))
-            heapq.heappush(self._heap, (deadline, next(self._seq), flight))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="rbfs-http-deadlines", daemon=True)
-                self._thread.start()
-            elif self._heap[0][2] is flight:
-                self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            overdue: list[_InFlight] = []
-            with self._cond:
-                while not overdue:
-                    now = time.monotonic()
-                    while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
-                        _, _, flight = heapq.heappop(self._heap)
-                        if not flight.done and flight.deadline <= now:
-                            overdue.append(flight)
-                    if not overdue:
-                        self._cond.wait(self._heap[0][0] - now if self._heap else None)
-            for flight in overdue:
-                flight.abort(_TIMED_OUT)
-
-
-_watchdog = _Watchdog()
-_current = threading.local()  # .flight: the attempt the calling thread is making
-
-
-def _attach_current(conn: HTTPConnection) -> None:
-    flight = getattr(_current, "flight", None)
-    if flight is not None:
-        flight.attach(conn)
-
-
-class _TrackedHTTPConnection(HTTPConnection):
-    """Tells the calling thread's attempt which socket it reads from."""
-
-    def connect(self) -> None:
-        super().connect()
-        _attach_current(self)
-
-    def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        _attach_current(self)
-        return super().request(*args, **kwargs)
-
-
-class _TrackedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _attach_current(self)
-
-    def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        _attach_current(self)
-        return super().request(*args, **kwargs)
-
-
-class _TrackedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _TrackedHTTPConnection
-
-
-class _TrackedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _TrackedHTTPSConnection
-
-
-_TRACKED_POOLS = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
-
-
-class _Adapter(HTTPAdapter):
-    """``HTTPAdapter`` whose pools (direct and through HTTP proxies) use the tracked connections."""
-
-    def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _TRACKED_POOLS
-
-    def proxy_manager_for(self, proxy, **proxy_kwargs):  # type: ignore[no-untyped-def]
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not str(proxy).lower().startswith("socks"):
-            manager.pool_classes_by_scheme = _TRACKED_POOLS
-        return manager
 
 
 class _Session(requests.Session):
@@ -605,11 +245,7 @@ _LIVE_CLIENTS: weakref.WeakSet = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     # The parent's threads (and their requests in flight) do not exist in a forked child, and its pooled
-    # sockets must not be shared: start with fresh locks, slots, sessions and watchdog.
-    global _watchdog, _current
-    _watchdog = _Watchdog()
-    _current = threading.local()
-    _SECRETS.after_fork()
+    # sockets must not be shared: start with fresh locks, slots and sessions.
     for client in list(_LIVE_CLIENTS):
         client._lock = threading.Lock()
         client._slots = _Slots(client._slots.limit, closed=client._closed)
@@ -698,13 +334,12 @@ class HttpClient:
         self.max_parallel = max_parallel
         self._headers = _check_headers(headers, "headers")
         self._public_headers = _check_headers(public_headers, "public_headers")
-        key = _SECRETS.add(_secret_values(self._headers))
-        weakref.finalize(self, _SECRETS.remove, key)
+        weakref.finalize(self, redaction.unregister, redaction.register(self._headers))
         self._slots = _Slots(max_parallel)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._sessions: dict[int, requests.Session] = {}
-        self._flights: set[_InFlight] = set()
+        self._flights: set[inflight.Attempt] = set()
         self._closing = threading.Event()
         self._next_key = 0
         self._closed = False
@@ -722,7 +357,7 @@ class HttpClient:
             return session
         session = _Session()
         # Retries, redirects and timeouts are ours (see get); urllib3 makes one attempt.
-        adapter = _Adapter(pool_connections=4, pool_maxsize=self.max_parallel, max_retries=0)
+        adapter = inflight.Adapter(pool_connections=4, pool_maxsize=self.max_parallel, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["Accept-Encoding"] = "gzip, deflate"  # the encodings _inflate undoes
@@ -763,7 +398,7 @@ class HttpClient:
         self._closing.set()
         self._slots.close()
         for flight in flights:
-            flight.abort(_ABANDONED)
+            flight.abort(inflight.ABANDONED)
         for session in sessions:
             session.close()
 
@@ -833,7 +468,7 @@ class HttpClient:
         scheme = urlsplit(url).scheme.lower()
         if scheme not in ("http", "https"):
             raise DownloadError(
-                _SECRETS.redact(
+                redaction.redact(
                     f"refusing to download {url}: only http and https URLs are supported, got scheme "
                     f"{scheme!r}"
                 ),
@@ -865,9 +500,9 @@ class HttpClient:
             if not failure.retryable or attempts > self.retries:
                 self._count(error=True)
                 error = failure.error(
-                    _SECRETS.redact(failure.message(attempts)), url=url, status=failure.status
+                    redaction.redact(failure.message(attempts)), url=url, status=failure.status
                 )
-                raise error from _sanitized(failure.cause)
+                raise error from redaction.sanitized(failure.cause)
             delay = self._delay(attempts, failure.retry_after)
             logger.debug(
                 "GET %s: attempt %d failed (%s); retrying in %.2f s", url, attempts, failure.head, delay
@@ -882,18 +517,17 @@ class HttpClient:
 
     def _abandoned(self, url: str) -> ClosedError:
         return ClosedError(
-            _SECRETS.redact(f"GET {url} abandoned: the remote volume is closed; open a new one to download")
+            redaction.redact(f"GET {url} abandoned: the remote volume is closed; open a new one to download")
         )
 
     def _attempt(self, session: requests.Session, url: str, max_bytes: int | None) -> bytes:
         connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
-        flight = _InFlight(connect, read)
+        flight = inflight.Attempt(connect, read)
         with self._lock:
             if self._closed:
                 raise self._abandoned(url)
             self._flights.add(flight)
-        _watchdog.watch(flight, flight.deadline)
-        _current.flight = flight
+        inflight.begin(flight)
         body = b""
         try:
             try:
@@ -909,13 +543,13 @@ class HttpClient:
             # A body read to its end may have been ended by the shutdown: the reason decides.
             reason = flight.finish()
         finally:
-            _current.flight = None
+            inflight.end()
             flight.finish()
             with self._lock:
                 self._flights.discard(flight)
-        if reason == _ABANDONED:
+        if reason == inflight.ABANDONED:
             raise self._abandoned(url)
-        if reason == _TIMED_OUT:
+        if reason == inflight.TIMED_OUT:
             raise self._timeout(url)
         return body
 
@@ -956,7 +590,7 @@ class HttpClient:
         return headers
 
     def _exchange(
-        self, session: requests.Session, url: str, max_bytes: int | None, flight: _InFlight
+        self, session: requests.Session, url: str, max_bytes: int | None, flight: inflight.Attempt
     ) -> bytes:
         """One attempt: the request, its redirects, and the body of the final 200 response."""
         home = origin(url)
@@ -1081,18 +715,18 @@ class HttpClient:
     def _excerpt(self, response: requests.Response) -> str:
         """A short, printable, scrubbed excerpt of an error page (e.g. "token invalid"); bounded."""
         try:
-            raw = response.raw.read(4 * _EXCERPT + _SECRETS.longest, decode_content=False)
+            raw = response.raw.read(4 * _EXCERPT + redaction.longest(), decode_content=False)
         except Exception:  # noqa: BLE001 - best effort, the status already says what went wrong
             return ""
         encoding = response.headers.get("Content-Encoding", "").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
             try:
                 wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
-                raw = zlib.decompressobj(wbits).decompress(raw, 4 * _EXCERPT + _SECRETS.longest)
+                raw = zlib.decompressobj(wbits).decompress(raw, 4 * _EXCERPT + redaction.longest())
             except zlib.error:
                 return ""
         # Scrub the whole excerpt before cutting it: a secret cut in half would not be recognised.
-        text = " ".join(_SECRETS.redact(raw.decode("utf-8", "replace")).split())[:_EXCERPT]
+        text = " ".join(redaction.redact(raw.decode("utf-8", "replace")).split())[:_EXCERPT]
         return f" (server said: {text!r})" if text else ""
 
 

@@ -21,7 +21,8 @@ from lazyflow_rbfs import description as _description
 from lazyflow_rbfs.errors import ArgumentError, DescriptionError, DownloadError, RbfsError
 from lazyflow_rbfs.geometry import check_roi
 from lazyflow_rbfs.remote import boss, codecs, precomputed
-from lazyflow_rbfs.remote.http import HttpClient, HttpStats, scrub_error
+from lazyflow_rbfs.remote.http import HttpClient, HttpStats
+from lazyflow_rbfs.remote.redaction import scrub_error
 
 __all__ = ["RESTfulVolume"]
 
