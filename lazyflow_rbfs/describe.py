@@ -6,8 +6,8 @@ Sources:
   ``precomputed://<url>``, and ``gs://bucket/path`` / ``s3://bucket/path`` for public buckets (read over
   their public HTTPS endpoints);
 * ``boss://collection/experiment/channel`` with ``boss_url`` (default: the public BossDB API). The token
-  used to read the metadata comes from ``token_env``/``token_file``/``$INTERN_TOKEN``/``"public"``; only
-  the *names* ``token_env``/``token_file`` are written, never the token.
+  used to read the metadata is the user's, from intern's configuration for that host (``~/.intern/intern.cfg``
+  or ``INTERN_*``; else ``"public"``); nothing about it is written.
 
 The written description has the remote shape, dtype and axes, a block shape aligned to the remote chunks
 (precomputed) or cuboids (Boss), and ``dataset_root_dir`` = ``cache_dir`` (default ``<output
@@ -28,11 +28,12 @@ import numpy as np
 
 from lazyflow_rbfs import description as _description
 from lazyflow_rbfs import identity as _identity
-from lazyflow_rbfs.errors import DescriptionError, InvalidResponseError
+from lazyflow_rbfs.errors import DescriptionError, InvalidResponseError, RbfsError
 from lazyflow_rbfs.remote import boss as _boss
 from lazyflow_rbfs.remote import codecs as _codecs
 from lazyflow_rbfs.remote import precomputed as _precomputed
 from lazyflow_rbfs.remote.http import HttpClient
+from lazyflow_rbfs.remote.redaction import scrub_error
 
 __all__ = [
     "describe_source",
@@ -185,8 +186,6 @@ def _boss_remote(
     base: str,
     client: HttpClient,
     resolution: int,
-    token_env: str | None,
-    token_file: str | None,
 ) -> tuple[dict[str, Any], tuple[int, ...], int]:
     collection, experiment, channel = names
     c, e, ch = (quote(n, safe="") for n in names)
@@ -238,10 +237,6 @@ def _boss_remote(
         # blosc is the Boss's native body; without a blosc package, npygz (zlib) needs nothing extra.
         "boss_encoding": "blosc" if _blosc_installed() else "npygz",
     }
-    if token_env:
-        remote["token_env"] = token_env
-    if token_file:
-        remote["token_file"] = token_file
     cuboid = (_boss.BOSS_CUBOID_XYZ[2], _boss.BOSS_CUBOID_XYZ[1], _boss.BOSS_CUBOID_XYZ[0])
     return remote, cuboid, np.dtype(dtype).itemsize
 
@@ -310,8 +305,9 @@ def describe_source(
     boss_url
         Base URL of the Boss API (default ``https://api.bossdb.io``); only for ``boss://`` sources.
     token_env, token_file
-        Boss only: where the token is (their *names* are written, never the token). Without them the token
-        is ``$INTERN_TOKEN`` or ``"public"``.
+        No longer accepted (a :class:`DescriptionError`): the Boss token is the user's, from intern's
+        configuration for the host of ``boss_url`` (``~/.intern/intern.cfg``, or ``INTERN_PROTOCOL``,
+        ``INTERN_HOST`` and ``INTERN_TOKEN``); else ``"public"``.
     fill_missing
         Precomputed only: read missing chunks (HTTP 404) as zeros.
     name
@@ -328,12 +324,16 @@ def describe_source(
     DownloadError
         The metadata could not be fetched, or is not valid.
     """
+    for name, value in (("token_env", token_env), ("token_file", token_file)):
+        if value is not None:
+            raise DescriptionError(
+                f"{name}: no longer accepted (its value is not shown). {_description.CREDENTIALS_HELP}",
+                field=name,
+            )
     kind, where = parse_source(source)
-    if kind != "boss" and (boss_url or token_env or token_file):
+    if kind != "boss" and boss_url:
         raise DescriptionError(
-            "source: --boss-url, --token-env and --token-file apply to boss:// sources only, found "
-            f"{source!r}",
-            field="source",
+            f"source: --boss-url applies to boss:// sources only, found {source!r}", field="source"
         )
     if kind == "boss" and fill_missing:
         raise DescriptionError(
@@ -354,14 +354,31 @@ def describe_source(
             raise DescriptionError(
                 f"scale: expected a Boss resolution level (an integer >= 0), found {scale!r}", field="scale"
             )
-        token_desc = _description.Namespace(token_env=token_env, token_file=token_file)
-        token = _boss.resolve_token(token_desc, environ)
-        client_headers = {"Authorization": f"Token {token}", "Accept": "application/json", **user_headers}
-        with HttpClient(timeout=timeout, retries=retries, headers=client_headers, max_parallel=1) as client:
-            remote, unit, itemsize = _boss_remote(where, base, client, resolution, token_env, token_file)
+        token = _boss.resolve_token(base, environ)
+        logger.debug("describing %s: Boss token from %s", source, _boss.token_source(base, environ))
+        public = {"Accept": "application/json"}
+        secret: dict[str, str] = {}
+        if not any(k.lower() == "authorization" for k in user_headers):
+            (public if token == _boss.PUBLIC_TOKEN else secret)["Authorization"] = f"Token {token}"
+        with HttpClient(
+            timeout=timeout,
+            retries=retries,
+            headers={**secret, **user_headers},
+            public_headers=public,
+            max_parallel=1,
+        ) as client:
+            try:
+                remote, unit, itemsize = _boss_remote(where, base, client, resolution)
+            except RbfsError as exc:  # a metadata error may quote a body that echoes the token
+                scrub_error(exc)
+                raise
     else:
         with HttpClient(timeout=timeout, retries=retries, headers=user_headers, max_parallel=1) as client:
-            remote, unit, itemsize = _precomputed_remote(where, client, scale, fill_missing)
+            try:
+                remote, unit, itemsize = _precomputed_remote(where, client, scale, fill_missing)
+            except RbfsError as exc:
+                scrub_error(exc)
+                raise
     if name:
         remote["name"] = name
     shape = [b - o for b, o in zip(remote["bounds"], remote["origin_offset"])]
@@ -423,8 +440,9 @@ def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--boss-url", metavar="BASE", help=f"Boss API base URL (default {_description.DEFAULT_BOSS_URL})"
     )
-    parser.add_argument("--token-env", metavar="NAME", help="Boss: environment variable holding the token")
-    parser.add_argument("--token-file", metavar="PATH", help="Boss: file holding the token")
+    # Removed: a token is the user's (intern's configuration). Kept hidden to say so instead of "unknown".
+    parser.add_argument("--token-env", help=argparse.SUPPRESS)
+    parser.add_argument("--token-file", help=argparse.SUPPRESS)
     parser.add_argument(
         "--fill-missing", action="store_true", help="precomputed: read missing chunks (HTTP 404) as zeros"
     )
@@ -448,8 +466,8 @@ def describe_main(args: argparse.Namespace) -> str:
         block_shape=args.block_shape,
         cache_dir=args.cache_dir,
         boss_url=args.boss_url,
-        token_env=args.token_env,
-        token_file=args.token_file,
+        token_env=getattr(args, "token_env", None),
+        token_file=getattr(args, "token_file", None),
         fill_missing=bool(args.fill_missing),
         name=getattr(args, "name", None),
         **options,

@@ -49,6 +49,8 @@ __all__ = [
     "REMOTE_FORMATS",
     "REMOTE_FORMAT_FIELDS",
     "DEFAULT_BOSS_URL",
+    "REFUSED_REMOTE_FIELDS",
+    "CREDENTIALS_HELP",
     "SUPPORTED_DTYPES",
     "read_local",
     "read_remote",
@@ -191,6 +193,7 @@ REMOTE_FIELDS: dict[str, Any] = {
     "resolution": int,
     "boss_encoding": str,
     "max_cutout_bytes": int,
+    # Refused (REFUSED_REMOTE_FIELDS): a description cannot say where a secret is read from.
     "token_env": str,
     "token_file": str,
     # format "precomputed" (neuroglancer precomputed over HTTP)
@@ -209,14 +212,23 @@ REMOTE_FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
         "resolution",
         "boss_encoding",
         "max_cutout_bytes",
-        "token_env",
-        "token_file",
     ),
     "precomputed": ("precomputed_url", "scale", "fill_missing"),
 }
 
 #: The public BossDB API, the default ``boss_url``.
 DEFAULT_BOSS_URL = "https://api.bossdb.io"
+
+#: Remote fields of earlier versions that named where a Boss token is read from (an environment variable,
+#: a file). Credentials are the user's, never the description's: these are a DescriptionError now.
+REFUSED_REMOTE_FIELDS = ("token_env", "token_file")
+
+#: Where Boss credentials go instead (intern's own configuration), for messages.
+CREDENTIALS_HELP = (
+    "Boss credentials are the user's, never the description's: put the token in ~/.intern/intern.cfg "
+    "([Default] protocol, host, token) or set INTERN_PROTOCOL, INTERN_HOST and INTERN_TOKEN together "
+    f"(INTERN_TOKEN alone is for {DEFAULT_BOSS_URL}); a token is sent only to the host it is configured for"
+)
 
 #: Schema of the composite description (``RESTfulBlockwiseFileset.DescriptionFields``).
 COMPOSITE_FIELDS: dict[str, Any] = {
@@ -847,7 +859,6 @@ def _check_http_base(value: Any, field: str, what: str) -> str:
 
 
 _BOSS_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BOSS_ENCODINGS = ("blosc", "npygz")
 
 
@@ -883,16 +894,6 @@ def _validate_remote_boss(out: dict[str, Any], prefix: str) -> None:
     if limit is not None and limit <= 0:
         raise _error(f("max_cutout_bytes"), "a positive number of bytes", limit)
     out["max_cutout_bytes"] = limit
-    env = _parse_str(out["token_env"], f("token_env"))
-    if env is not None and _ENV_NAME.fullmatch(env) is None:
-        raise _error(
-            f("token_env"), "the NAME of an environment variable holding the token (not the token)", env
-        )
-    out["token_env"] = env
-    token_file = _parse_str(out["token_file"], f("token_file"))
-    if token_file == "":
-        raise _error(f("token_file"), "the path of a file holding the token", token_file)
-    out["token_file"] = token_file
 
 
 def _validate_remote_precomputed(out: dict[str, Any], prefix: str) -> None:
@@ -983,6 +984,14 @@ def _parse_remote(obj: Any, prefix: str, nested: bool) -> Namespace:
     out["shape"] = bounds - origin  # always derived, whatever the file says
     out["url_format"] = _parse_str(raw["url_format"], f("url_format"))
     out["hdf5_dataset"] = _parse_str(raw["hdf5_dataset"], f("hdf5_dataset"))
+    for name in REFUSED_REMOTE_FIELDS:
+        if raw[name] is not None:  # its value is not shown: it may be the secret itself
+            raise _error_text(
+                f(name),
+                f"no {name}: a description cannot name an environment variable or a file to read a secret "
+                f"from. {CREDENTIALS_HELP}",
+                f"{name} set",
+            )
     for other, names in REMOTE_FORMAT_FIELDS.items():
         if other == fmt:
             continue

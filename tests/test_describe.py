@@ -109,32 +109,55 @@ def test_describe_precomputed_errors(server, tmp_path):
 # -- Boss ---------------------------------------------------------------------------------------------------
 
 
-def test_describe_boss_with_token_env_never_writes_the_token(server, volume, tmp_path, monkeypatch, caplog):
+@pytest.fixture
+def intern(tmp_path, monkeypatch):
+    """A HOME of the test's own (no intern.cfg) and no INTERN_* variables; returns ``configure(url, token)``
+    that writes ~/.intern/intern.cfg naming ``token`` for the host of ``url``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("INTERN_PROTOCOL", "INTERN_HOST", "INTERN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+    def configure(url: str, token: str) -> None:
+        (home / ".intern").mkdir(exist_ok=True)
+        host = url.split("://", 1)[1]
+        (home / ".intern" / "intern.cfg").write_text(
+            f"[Default]\nprotocol = http\nhost = {host}\ntoken = {token}\n"
+        )
+
+    return configure
+
+
+def test_describe_boss_with_an_intern_token_never_writes_it(server, volume, tmp_path, intern, caplog):
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setenv("RBFS_DESCRIBE_TOKEN", TOKEN)
-    monkeypatch.delenv("INTERN_TOKEN", raising=False)
+    intern(server.url, TOKEN)
     path = describe_source(
         "boss://sample/em/image",
         tmp_path / "boss.json",
         boss_url=server.url,
-        token_env="RBFS_DESCRIBE_TOKEN",
         cache_dir="boss-cache",
     )
     desc = description.read_composite(path)
     remote = desc.remote_description
-    assert remote.format == "boss" and remote.token_env == "RBFS_DESCRIBE_TOKEN" and remote.resolution == 0
+    assert remote.format == "boss" and remote.resolution == 0
+    assert remote.token_env is None and remote.token_file is None
     assert (remote.collection, remote.experiment, remote.channel) == ("sample", "em", "image")
     np.testing.assert_array_equal(remote.origin_offset, ORIGIN)
     np.testing.assert_array_equal(desc.local_description.shape, SHAPE)
     np.testing.assert_array_equal(read_all(path), volume)
     assert all(r.headers["Authorization"] == f"Token {TOKEN}" for r in server.request_log)
     for file in tmp_path.rglob("*"):
-        if file.is_file():
+        if file.is_file() and file.name != "intern.cfg":
             assert TOKEN.encode() not in file.read_bytes(), file
     assert TOKEN not in caplog.text
 
 
-def test_describe_boss_resolution_block_shape_and_intern_token(server, volume, tmp_path, monkeypatch):
+def test_describe_boss_resolution_block_shape_and_intern_variables(
+    server, volume, tmp_path, intern, monkeypatch
+):
+    monkeypatch.setenv("INTERN_PROTOCOL", "http")
+    monkeypatch.setenv("INTERN_HOST", server.url.split("://", 1)[1])
     monkeypatch.setenv("INTERN_TOKEN", TOKEN)
     path = describe_source(
         "boss://sample/em/image",
@@ -152,27 +175,24 @@ def test_describe_boss_resolution_block_shape_and_intern_token(server, volume, t
     assert info.value.field == "scale"
 
 
-def test_describe_boss_token_file_public_and_wrong_token(volume, tmp_path, monkeypatch):
-    monkeypatch.delenv("INTERN_TOKEN", raising=False)
+def test_describe_boss_public_wrong_and_right_token(volume, tmp_path, intern, monkeypatch):
+    # INTERN_TOKEN alone is for api.bossdb.io: a local server gets the public token.
+    monkeypatch.setenv("INTERN_TOKEN", "not-the-public-token")
     with CutoutServer(volume, boss=BossSettings(token="public")) as public:
         path = describe_source("boss://sample/em/image", tmp_path / "p.json", boss_url=public.url)
         np.testing.assert_array_equal(read_all(path)[0:4], volume[0:4])
-        token_file = tmp_path / "token"
-        token_file.write_text("not-the-public-token\n")
-        with pytest.raises(DownloadError) as info:
-            describe_source(
-                "boss://sample/em/image", tmp_path / "w.json", boss_url=public.url, token_file=str(token_file)
-            )
-        assert info.value.status == 403 and not (tmp_path / "w.json").exists()
         with pytest.raises(DownloadError) as info:
             describe_source("boss://sample/em/nochannel", tmp_path / "n.json", boss_url=public.url, retries=0)
         assert info.value.status == 404
+        intern(public.url, "not-the-public-token")
+        with pytest.raises(DownloadError) as info:
+            describe_source("boss://sample/em/image", tmp_path / "w.json", boss_url=public.url)
+        assert info.value.status == 403 and not (tmp_path / "w.json").exists()
+        assert "not-the-public-token" not in str(info.value)
     with CutoutServer(volume, boss=BossSettings(token=TOKEN)) as private:
-        token_file.write_text(TOKEN + "\n")
-        path = describe_source(
-            "boss://sample/em/image", tmp_path / "f.json", boss_url=private.url, token_file=str(token_file)
-        )
-        assert json.loads(Path(path).read_text())["remote_description"]["token_file"] == str(token_file)
+        intern(private.url, TOKEN)
+        path = describe_source("boss://sample/em/image", tmp_path / "f.json", boss_url=private.url)
+        assert "token" not in json.loads(Path(path).read_text())["remote_description"]
         np.testing.assert_array_equal(read_all(path)[0:4], volume[0:4])
         assert TOKEN.encode() not in Path(path).read_bytes()
 
@@ -233,9 +253,16 @@ def test_rbfs_describe_info_and_read_from_the_command_line(server, volume, tmp_p
     assert (tmp_path / "pc-cache").is_dir()
 
     monkeypatch.setenv("MY_BOSS_TOKEN", TOKEN)
+    monkeypatch.setenv("INTERN_PROTOCOL", "http")
+    monkeypatch.setenv("INTERN_HOST", server.url.split("://", 1)[1])
+    monkeypatch.setenv("INTERN_TOKEN", TOKEN)
     boss = tmp_path / "boss.json"
     args = ["describe", "boss://sample/em/image", "-o", str(boss), "--boss-url", server.url]
-    assert main([*args, "--token-env", "MY_BOSS_TOKEN", "--block-shape", "8,16,16"]) == 0
+    # --token-env is gone: a one-line error that says where credentials go.
+    assert main([*args, "--token-env", "MY_BOSS_TOKEN"]) == 2
+    err = capsys.readouterr().err
+    assert "token_env" in err and "intern.cfg" in err and "MY_BOSS_TOKEN" not in err
+    assert main([*args, "--block-shape", "8,16,16"]) == 0
     capsys.readouterr()
     assert main(["info", str(boss)]) == 0
     assert "advice" in capsys.readouterr().out  # 8x16x16 blocks fight the 16x512x512 Boss cuboids

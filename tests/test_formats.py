@@ -116,11 +116,11 @@ def test_npy_zlib_decoder_drops_leading_channel_axis_and_never_unpickles():
     [pytest.param("blosc", marks=pytest.mark.skipif(not HAS_BLOSC, reason="no blosc package")), "npygz"],
 )
 def test_boss_reads_through_the_cache_with_token_and_accept_headers(
-    serve, volume, tmp_path, monkeypatch, encoding
+    serve, volume, tmp_path, intern, encoding
 ):
-    monkeypatch.setenv("MY_BOSS_TOKEN", TOKEN)
     server = serve(origin_offset=ORIGIN, boss=BossSettings(token=TOKEN))
-    with open_cache(server, tmp_path, format="boss", token_env="MY_BOSS_TOKEN", boss_encoding=encoding) as f:
+    intern.variables(server, TOKEN)
+    with open_cache(server, tmp_path, format="boss", boss_encoding=encoding) as f:
         np.testing.assert_array_equal(f[:], volume)
         assert f.remote.format == "boss"
     log = server.request_log
@@ -132,66 +132,76 @@ def test_boss_reads_through_the_cache_with_token_and_accept_headers(
     assert any(r.path.startswith("/v1/cutout/sample/em/image/0/16:32/8:24/3:11/") for r in log)
 
 
-def _token_file(tmp_path: Path) -> str:
-    path = tmp_path / "boss-token.txt"
-    path.write_text(f"  {TOKEN}\n")
-    return str(path)
+class _Intern:
+    """The user's intern configuration, in a HOME of the test's own."""
+
+    def __init__(self, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.home, self.monkeypatch = home, monkeypatch
+
+    def config_file(self, server: CutoutServer, token: str) -> None:
+        (self.home / ".intern").mkdir(exist_ok=True)
+        text = f"[Default]\nprotocol = http\nhost = 127.0.0.1:{server.port}\ntoken = {token}\n"
+        (self.home / ".intern" / "intern.cfg").write_text(text)
+
+    def variables(self, server: CutoutServer, token: str) -> None:
+        self.monkeypatch.setenv("INTERN_PROTOCOL", "http")
+        self.monkeypatch.setenv("INTERN_HOST", f"127.0.0.1:{server.port}")
+        self.monkeypatch.setenv("INTERN_TOKEN", token)
 
 
-@pytest.mark.parametrize("source", ["token_env", "token_file", "INTERN_TOKEN", "public"])
-def test_boss_token_sources(serve, volume, tmp_path, monkeypatch, source):
-    monkeypatch.delenv("INTERN_TOKEN", raising=False)
-    expected = "public" if source == "public" else TOKEN
+@pytest.fixture
+def intern(tmp_path, monkeypatch) -> _Intern:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("INTERN_PROTOCOL", "INTERN_HOST", "INTERN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return _Intern(home, monkeypatch)
+
+
+@pytest.mark.parametrize("source", ["intern.cfg", "INTERN_variables", "INTERN_TOKEN_alone", "public"])
+def test_boss_token_sources(serve, volume, tmp_path, intern, monkeypatch, source):
+    # INTERN_TOKEN alone is for api.bossdb.io: this server (127.0.0.1) gets the public token.
+    expected = TOKEN if source in ("intern.cfg", "INTERN_variables") else "public"
     server = serve(boss=BossSettings(token=expected))
-    fields = {}
-    if source == "token_env":
-        monkeypatch.setenv("RBFS_TEST_TOKEN", TOKEN)
-        fields["token_env"] = "RBFS_TEST_TOKEN"
-    elif source == "token_file":
-        fields["token_file"] = _token_file(tmp_path)
-    elif source == "INTERN_TOKEN":
+    if source == "intern.cfg":
+        intern.config_file(server, TOKEN)
+    elif source == "INTERN_variables":
+        intern.variables(server, TOKEN)
+    elif source == "INTERN_TOKEN_alone":
         monkeypatch.setenv("INTERN_TOKEN", TOKEN)
-    with open_cache(server, tmp_path, format="boss", **fields) as f:
+    with open_cache(server, tmp_path, format="boss") as f:
         np.testing.assert_array_equal(f[0:8, 0:16, 0:16], volume[0:8, 0:16, 0:16])
     assert {r.headers["Authorization"] for r in server.request_log} == {f"Token {expected}"}
-    assert boss.token_source(description.Namespace(**{"token_env": None, "token_file": None, **fields}))
+    assert TOKEN not in boss.token_source(server.url)
     # The token itself is written nowhere.
     assert TOKEN.encode() not in files_text(tmp_path / "v-cache")
     assert TOKEN.encode() not in (tmp_path / "v.json").read_bytes()
 
 
-def test_boss_token_env_takes_precedence_and_missing_variables_fail_at_open(serve, tmp_path, monkeypatch):
+def test_boss_token_fields_of_a_description_are_refused(serve, tmp_path, monkeypatch):
     server = serve(boss=BossSettings(token=TOKEN))
-    monkeypatch.setenv("INTERN_TOKEN", "wrong")
-    monkeypatch.delenv("RBFS_UNSET_TOKEN", raising=False)
-    with pytest.raises(DescriptionError) as info:
-        open_cache(server, tmp_path, format="boss", token_env="RBFS_UNSET_TOKEN")
-    assert info.value.field == "token_env" and "RBFS_UNSET_TOKEN" in str(info.value)
-    with pytest.raises(DescriptionError) as info:
-        open_cache(server, tmp_path, name="nofile", format="boss", token_file=str(tmp_path / "absent"))
-    assert info.value.field == "token_file"
-    # An unset token_env falls back to token_file.
-    with open_cache(
-        server,
-        tmp_path,
-        name="fallback",
-        format="boss",
-        token_env="RBFS_UNSET_TOKEN",
-        token_file=_token_file(tmp_path),
-    ) as f:
-        f[0:2, 0:2, 0:2]
-    assert server.request_log[-1].headers["Authorization"] == f"Token {TOKEN}"
+    monkeypatch.setenv("RBFS_TEST_TOKEN", TOKEN)
+    token_file = tmp_path / "boss-token.txt"
+    token_file.write_text(TOKEN)
+    for field, value in (("token_env", "RBFS_TEST_TOKEN"), ("token_file", str(token_file))):
+        with pytest.raises(DescriptionError) as info:
+            open_cache(server, tmp_path, name=field, format="boss", **{field: value})
+        assert info.value.field == f"remote_description.{field}"
+        assert "intern.cfg" in str(info.value) and TOKEN not in str(info.value)
+    assert server.requests == 0
 
 
-def test_boss_wrong_token_is_a_download_error_403_and_nothing_is_cached(serve, tmp_path, monkeypatch):
+def test_boss_wrong_token_is_a_download_error_403_and_nothing_is_cached(serve, tmp_path, intern):
     import requests
 
     server = serve(boss=BossSettings(token=TOKEN))
-    monkeypatch.setenv("INTERN_TOKEN", "wrong-token")
+    intern.variables(server, "wrong-token")
     with open_cache(server, tmp_path, format="boss") as f:
         with pytest.raises(DownloadError) as info:
             f[0:8, 0:16, 0:16]
     assert info.value.status == 403
+    assert server.request_log[0].headers["Authorization"] == "Token wrong-token"
     assert not isinstance(info.value, (InvalidResponseError, RemoteTimeoutError))
     assert "credentials" in str(info.value) and "wrong-token" not in str(info.value)
     assert not list((tmp_path / "v-cache").rglob("STATUS.txt"))
@@ -283,13 +293,11 @@ def test_boss_time_axis_cutouts(serve, tmp_path, monkeypatch):
     assert all(r.path.count(":") == 4 for r in server.request_log)  # x, y, z and t ranges
 
 
-def test_boss_volume_pickles_without_its_token_and_hides_it(serve, tmp_path, monkeypatch, caplog):
+def test_boss_volume_pickles_without_its_token_and_hides_it(serve, tmp_path, intern, caplog):
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setenv("RBFS_TEST_TOKEN", TOKEN)
     server = serve(boss=BossSettings(token=TOKEN))
-    remote = server.remote_description_dict(
-        format="boss", token_env="RBFS_TEST_TOKEN", boss_encoding=BOSS_ENCODING
-    )
+    intern.config_file(server, TOKEN)
+    remote = server.remote_description_dict(format="boss", boss_encoding=BOSS_ENCODING)
     with RESTfulVolume(preparsedDescription=remote, retries=0) as vol:
         np.testing.assert_array_equal(vol.fetch(((0, 0, 0), (2, 3, 4))).shape, (2, 3, 4))
         data = pickle.dumps(vol)

@@ -7,37 +7,44 @@ application/blosc`` (a blosc-compressed C-order (t)ZYX array) or ``application/n
 along its 512 x 512 x 16 (x, y, z) cuboid grid and assembled here. Rate limiting (HTTP 429 with
 ``Retry-After``) is retried with back-off by the HTTP layer.
 
-The token comes from the description's ``token_env`` (an environment variable's *name*) or ``token_file``,
-else from ``$INTERN_TOKEN`` (intern's convention), else it is the public token ``"public"``. It is sent as a
-header only: never logged, written, or shown in a repr.
+Tokens are the user's, never the description's: they come from intern's configuration (the file
+``~/.intern/intern.cfg``, or ``INTERN_PROTOCOL``, ``INTERN_HOST`` and ``INTERN_TOKEN`` together;
+``INTERN_TOKEN`` alone is for ``https://api.bossdb.io``), and each is sent only to the origin (scheme, host,
+port) it is configured for; any other host gets the public token ``"public"``. A token is a header only:
+never logged, written, or shown in a repr (see :mod:`.http`).
 """
 
 from __future__ import annotations
 
+import configparser
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 
+from lazyflow_rbfs.description import DEFAULT_BOSS_URL
 from lazyflow_rbfs.errors import DescriptionError, DownloadError
 from lazyflow_rbfs.remote import codecs
-from lazyflow_rbfs.remote.http import HttpClient
+from lazyflow_rbfs.remote.http import HttpClient, origin
 
 __all__ = [
     "BOSS_CUBOID_XYZ",
     "DEFAULT_MAX_CUTOUT_BYTES",
     "PUBLIC_TOKEN",
-    "TOKEN_ENV_DEFAULT",
+    "INTERN_CONFIG",
+    "configured_credentials",
+    "intern_config_path",
     "resolve_token",
     "token_source",
     "cutout_url",
     "split_cutout",
     "cuboid_advice",
     "BossReader",
-    "boss_headers",
+    "request_headers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,89 +56,157 @@ BOSS_CUBOID_XYZ = (512, 512, 16)
 #: says otherwise. The service refuses cutouts above 500 MB (HTTP 413); intern splits above 64 Mi voxels.
 DEFAULT_MAX_CUTOUT_BYTES = 128 * 1024 * 1024
 
-#: intern's environment variable for the Boss token.
-TOKEN_ENV_DEFAULT = "INTERN_TOKEN"
+#: intern's configuration file, relative to the home directory.
+INTERN_CONFIG = os.path.join(".intern", "intern.cfg")
 
 #: The token of anonymous, read-only access to public BossDB data.
 PUBLIC_TOKEN = "public"
 
-_MAX_TOKEN_FILE = 64 * 1024
+_MAX_CONFIG = 64 * 1024
+_INTERN_SECTIONS = ("Volume Service", "Project Service", "Metadata Service", "Default")
 
 _ACCEPT = {"blosc": "application/blosc", "npygz": "application/npygz"}
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Tokens
+# Tokens: the user's intern configuration, each token for the one origin it is configured for
 
 
-def token_source(desc: Any, environ: Mapping[str, str] | None = None) -> str:
-    """Where the token of ``desc`` comes from, for messages (never the token itself)."""
+@dataclass(frozen=True)
+class _Credential:
+    origin: tuple[str, str, int]  # scheme, host, port
+    token: str = field(repr=False)
+    source: str  # for messages: where it is configured (never the token)
+
+
+def intern_config_path(environ: Mapping[str, str] | None = None) -> str:
+    """``~/.intern/intern.cfg`` of the user (``$HOME`` of ``environ``, else of this process)."""
     env = os.environ if environ is None else environ
-    name = getattr(desc, "token_env", None)
-    if name and env.get(name):
-        return f"environment variable {name} (token_env)"
-    path = getattr(desc, "token_file", None)
-    if path:
-        return f"token file {path} (token_file)"
-    if name:
-        return f"environment variable {name} (token_env), which is not set"
-    if env.get(TOKEN_ENV_DEFAULT):
-        return f"environment variable {TOKEN_ENV_DEFAULT}"
-    return f"the public token {PUBLIC_TOKEN!r}"
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, INTERN_CONFIG)
 
 
-def resolve_token(desc: Any, environ: Mapping[str, str] | None = None, *, field_prefix: str = "") -> str:
-    """The Boss token for ``desc``.
+def _configured_origin(protocol: str, host: str) -> tuple[str, str, int] | None:
+    # intern builds "<protocol>://<host>/v1/...": host is a host name with an optional port, nothing else.
+    host = host.strip()
+    if not host or any(ch in host for ch in "/?#@\\") or any(ch.isspace() for ch in host):
+        return None
+    return origin(f"{protocol.strip().lower()}://{host}")
 
-    Order: the environment variable named by ``token_env`` (if set), the file ``token_file`` (``~``
-    expanded; relative paths are relative to the current directory), ``$INTERN_TOKEN``, then ``"public"``.
 
-    Raises
-    ------
-    DescriptionError
-        ``token_env`` names a variable that is not set (and there is no ``token_file``), or the token file
-        cannot be read or is empty. The message names the variable or file, never the token.
+def _usable(token: str) -> bool:
+    return bool(token) and not any(ch.isspace() or ord(ch) < 32 for ch in token)
+
+
+def _from_config_file(path: str) -> list[_Credential]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read(_MAX_CONFIG + 1)
+        if len(text) > _MAX_CONFIG:
+            raise ValueError(f"larger than {_MAX_CONFIG} bytes")
+        parser.read_string(text, source=path)
+    except (OSError, ValueError, configparser.Error) as exc:
+        # The message of a parse error may quote a line of the file: only its type is shown.
+        logger.warning("ignoring the intern configuration %s: cannot read it (%s)", path, type(exc).__name__)
+        return []
+    # intern reads "[Volume Service]" for cutouts and "[Project Service]"/"[Metadata Service]" for
+    # metadata, each falling back to "[Default]": every complete section names a token and its host.
+    names = [n for n in _INTERN_SECTIONS if parser.has_section(n)]
+    names += [n for n in parser.sections() if n not in _INTERN_SECTIONS]
+    found: list[_Credential] = []
+    for name in names:
+        section = parser[name]
+        protocol, host = section.get("protocol", ""), section.get("host", "")
+        token = section.get("token", "").strip()
+        where = _configured_origin(protocol, host)
+        if where is None or not _usable(token):
+            if token:
+                logger.warning(
+                    "ignoring section [%s] of %s: expected protocol (http or https), host (a host name with "
+                    "an optional port) and a token of one word, found protocol %r and host %r",
+                    name,
+                    path,
+                    protocol,
+                    host,
+                )
+            continue
+        found.append(_Credential(where, token, f"{path} [{name}]"))
+    return found
+
+
+def configured_credentials(environ: Mapping[str, str] | None = None) -> list[_Credential]:
+    """The Boss tokens of the user's intern configuration, each bound to one origin, in order of priority.
+
+    ``~/.intern/intern.cfg`` first (intern's own choice when the file exists), then the variables
+    ``INTERN_PROTOCOL``, ``INTERN_HOST`` and ``INTERN_TOKEN`` together, or ``INTERN_TOKEN`` alone for
+    ``https://api.bossdb.io``. ``INTERN_TOKEN`` with only one of the other two is ignored (with a warning):
+    which host it is for is not clear.
     """
     env = os.environ if environ is None else environ
-    prefix = f"{field_prefix}." if field_prefix else ""
-    name = getattr(desc, "token_env", None)
-    if name:
-        value = env.get(name, "").strip()
-        if value:
-            return value
-    path = getattr(desc, "token_file", None)
-    if path:
-        full = os.path.expanduser(path)
-        try:
-            with open(full, "rb") as file:
-                raw = file.read(_MAX_TOKEN_FILE + 1)
-        except OSError as exc:
-            raise DescriptionError(
-                f"{prefix}token_file: expected a readable file holding the Boss token, found {path!r} "
-                f"({exc.strerror or exc})",
-                field=f"{prefix}token_file",
-            ) from None
-        token = raw.decode("utf-8", "replace").strip() if len(raw) <= _MAX_TOKEN_FILE else ""
-        if not token or any(ch.isspace() for ch in token):
-            raise DescriptionError(
-                f"{prefix}token_file: expected a file holding one Boss token (no spaces), found {path!r} "
-                f"{'empty' if not token else 'with more than one word'}",
-                field=f"{prefix}token_file",
+    found: list[_Credential] = []
+    path = intern_config_path(env)
+    if os.path.isfile(path):
+        found.extend(_from_config_file(path))
+    token = env.get("INTERN_TOKEN", "").strip()
+    protocol, host = env.get("INTERN_PROTOCOL", ""), env.get("INTERN_HOST", "")
+    if token and protocol and host:
+        where = _configured_origin(protocol, host)
+        if where is not None and _usable(token):
+            found.append(_Credential(where, token, "INTERN_PROTOCOL, INTERN_HOST and INTERN_TOKEN"))
+        else:
+            logger.warning(
+                "ignoring INTERN_TOKEN: expected INTERN_PROTOCOL http or https and INTERN_HOST a host name "
+                "with an optional port, found %r and %r",
+                protocol,
+                host,
             )
-        return token
-    if name:
-        raise DescriptionError(
-            f"{prefix}token_env: expected the name of a set environment variable holding the Boss token, "
-            f"found {name!r}, which is not set (export {name}=... or use token_file)",
-            field=f"{prefix}token_env",
+    elif token and not protocol and not host:
+        if _usable(token):
+            bossdb = origin(DEFAULT_BOSS_URL)
+            if bossdb is not None:
+                found.append(_Credential(bossdb, token, f"INTERN_TOKEN (for {DEFAULT_BOSS_URL})"))
+    elif token:
+        logger.warning(
+            "ignoring INTERN_TOKEN: it is set with only one of INTERN_PROTOCOL and INTERN_HOST; set both "
+            "(intern needs the three together), or neither for %s",
+            DEFAULT_BOSS_URL,
         )
-    value = env.get(TOKEN_ENV_DEFAULT, "").strip()
-    return value or PUBLIC_TOKEN
+    return found
 
 
-def boss_headers(desc: Any, token: str) -> dict[str, str]:
-    """The request headers of a Boss volume: ``Authorization: Token <token>`` and the ``Accept`` type."""
-    return {"Authorization": f"Token {token}", "Accept": _ACCEPT[str(desc.boss_encoding or "blosc")]}
+def _credential_for(boss_url: str, environ: Mapping[str, str] | None) -> _Credential | None:
+    target = origin(str(boss_url).strip())
+    if target is None:
+        return None
+    for credential in configured_credentials(environ):
+        if credential.origin == target:
+            return credential
+    return None
+
+
+def resolve_token(boss_url: str, environ: Mapping[str, str] | None = None) -> str:
+    """The Boss token for requests to ``boss_url``: the one the user's intern configuration names for
+    exactly that origin (scheme, host and port), else the public token ``"public"``."""
+    credential = _credential_for(boss_url, environ)
+    return PUBLIC_TOKEN if credential is None else credential.token
+
+
+def token_source(boss_url: str, environ: Mapping[str, str] | None = None) -> str:
+    """Where the token for ``boss_url`` comes from, for messages (never the token itself)."""
+    credential = _credential_for(boss_url, environ)
+    if credential is None:
+        return f"the public token {PUBLIC_TOKEN!r} (no intern configuration names this host)"
+    return credential.source
+
+
+def request_headers(desc: Any, token: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``(public, secret)`` request headers of a Boss volume: the ``Accept`` type (and the public token)
+    are no secret; a user's token is (the HTTP layer keeps it on its origin and out of messages)."""
+    public = {"Accept": _ACCEPT[str(desc.boss_encoding or "blosc")]}
+    secret: dict[str, str] = {}
+    (public if token == PUBLIC_TOKEN else secret)["Authorization"] = f"Token {token}"
+    return public, secret
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -246,7 +321,7 @@ def cuboid_advice(
 class BossReader:
     """Fetch rois of a ``"boss"`` remote description through an :class:`HttpClient`.
 
-    The client must carry the headers of :func:`boss_headers`. Coordinates passed in are the volume's own;
+    The client must carry the headers of :func:`request_headers`. Coordinates passed in are the volume's own;
     ``origin_offset`` is added for the URLs.
     """
 
@@ -306,5 +381,5 @@ class BossReader:
                 array = codecs.decode_npy_zlib(body, expected)
             return codecs.validate_array(array, expected)
         except DownloadError:
-            self.client._count(error=True)
+            self.client.record_error()
             raise

@@ -18,10 +18,11 @@ import h5py
 import numpy as np
 
 from lazyflow_rbfs import description as _description
-from lazyflow_rbfs.errors import ArgumentError, DescriptionError, DownloadError
+from lazyflow_rbfs.errors import ArgumentError, DescriptionError, DownloadError, RbfsError
 from lazyflow_rbfs.geometry import check_roi
 from lazyflow_rbfs.remote import boss, codecs, precomputed
 from lazyflow_rbfs.remote.http import HttpClient, HttpStats
+from lazyflow_rbfs.remote.redaction import scrub_error
 
 __all__ = ["RESTfulVolume"]
 
@@ -59,12 +60,16 @@ class RESTfulVolume:
     preparsedDescription:
         An already parsed description (a ``Namespace`` or a dict); give exactly one of the two.
     timeout:
-        Seconds, or ``(connect, read)`` seconds, for every request.
+        Seconds, or ``(connect, read)`` seconds, for every request. The read part also bounds each
+        response as a whole (from the moment its connection is ready), so a server that trickles bytes
+        cannot hold a request past it; such a request is a ``RemoteTimeoutError`` and is retried.
     retries:
         Attempts after the first one (``retries=2``: at most 3 requests per roi) on connection errors,
         timeouts, 429 and 5xx.
     headers:
-        Extra HTTP headers (e.g. ``Authorization``); sent, never logged or written anywhere.
+        Extra HTTP headers (e.g. ``Authorization``, ``X-Api-Key``); secrets: sent only to the origin of
+        the description's URLs (never on a redirect to another origin), never logged, written anywhere,
+        or shown in an error message.
     max_parallel:
         At most this many requests in flight at once through this volume.
     backoff:
@@ -110,12 +115,18 @@ class RESTfulVolume:
         self._dataset = _normalize_h5(desc.hdf5_dataset) if desc.hdf5_dataset is not None else None
         self._user_headers = {str(k): str(v) for k, v in (headers or {}).items()}
         client_headers = dict(self._user_headers)
+        public_headers: dict[str, str] = {}
         self._url_parts: list[tuple[str, str | None]] = []
         if self._format == "boss":
-            # The token is resolved now (a missing token_env fails at open) and lives in the client only.
-            token = boss.resolve_token(desc)
-            client_headers = {**boss.boss_headers(desc, token), **self._user_headers}
-            logger.debug("boss volume %s: token from %s", self.source_url, boss.token_source(desc))
+            # The token is the user's (intern's configuration) for this boss_url's host only; it lives in
+            # the client, which keeps it on that origin and out of every message.
+            public_headers, secret = boss.request_headers(desc, boss.resolve_token(str(desc.boss_url)))
+            if any(k.lower() == "authorization" for k in self._user_headers):
+                secret = {}  # the caller's own Authorization wins
+            client_headers = {**secret, **self._user_headers}
+            logger.debug(
+                "boss volume %s: token from %s", self.source_url, boss.token_source(str(desc.boss_url))
+            )
         elif self._format != "precomputed":
             codecs.get_decoder(self._format)  # unknown formats fail now, not at the first download
             self._url_parts = self._parse_url_format(str(desc.url_format))
@@ -131,6 +142,7 @@ class RESTfulVolume:
             backoff=backoff,
             max_parallel=max_parallel,
             headers=client_headers,
+            public_headers=public_headers,
         )
         self._reader: boss.BossReader | precomputed.PrecomputedReader | None = None
         if self._format == "boss":
@@ -267,8 +279,17 @@ class RESTfulVolume:
             The body is not a cutout of the requested shape and dtype.
         """
         start, stop = check_roi(roi, self._shape)
-        if self._reader is not None:
-            return self._reader.fetch(start, stop)
+        try:
+            if self._reader is not None:
+                return self._reader.fetch(start, stop)
+            return self._fetch_one(start, stop)
+        except RbfsError as exc:
+            # Decoders quote the start of a bad body: a server that echoes a secret must not put it in
+            # the message (the HTTP layer's own errors are scrubbed already).
+            scrub_error(exc)
+            raise
+
+    def _fetch_one(self, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
         url = self._url(start, stop)
         shape = tuple(int(s) for s in (stop - start))
         expected = codecs.Expected(url=url, shape=shape, dtype=self._dtype, dataset=self._dataset)
@@ -277,8 +298,8 @@ class RESTfulVolume:
         try:
             return codecs.decode(self._format, body, expected)
         except DownloadError as exc:
-            self._client._count(error=True)
-            logger.debug("invalid response from %s: %s", url, exc)
+            self._client.record_error()
+            logger.debug("invalid response from %s: %s", url, scrub_error(exc))
             raise
 
     def downloadSubVolume(self, roi: Sequence, outputDatasetPath: str | os.PathLike) -> None:
@@ -325,7 +346,12 @@ class RESTfulVolume:
         self._client.raise_max_parallel(max_parallel)
 
     def close(self) -> None:
-        """Close the HTTP sessions. Idempotent; later downloads raise ``ClosedError``."""
+        """Close the HTTP sessions and abandon the requests in flight. Idempotent; returns at once.
+
+        A :meth:`fetch` in flight in another thread (receiving, waiting for a slot, or backing off before
+        a retry) ends promptly with :class:`~lazyflow_rbfs.errors.ClosedError` and is not retried; later
+        downloads raise it at once.
+        """
         self._client.close()
 
     def __enter__(self) -> RESTfulVolume:
