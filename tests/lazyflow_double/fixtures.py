@@ -1,8 +1,8 @@
 """The ``lazyflow_env`` fixture: the same tests against the real lazyflow or the double.
 
-Choose with the environment variable ``RBFS_LAZYFLOW`` (or a ``--lazyflow`` option, if the root
-``conftest.py`` defines one): ``real`` (fail if lazyflow is not importable), ``double``, or ``auto``
-(default: real if ``lazyflow.graph`` and ``vigra`` import, else the double).
+Load with ``pytest_plugins = ("tests.lazyflow_double.fixtures",)``. Choose with ``--lazyflow`` (defined in
+the root ``conftest.py``) or the environment variable ``RBFS_LAZYFLOW``: ``real`` (fail if lazyflow is
+not importable), ``double``, or ``auto`` (default: real if ``lazyflow.graph`` and ``vigra`` import).
 """
 
 from __future__ import annotations
@@ -10,90 +10,72 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from dataclasses import dataclass
-from types import ModuleType
+from types import SimpleNamespace
 
 import pytest
 
-from tests import lazyflow_double
+from tests.lazyflow_double import SITE
 
-MODES = ("auto", "real", "double")
-
-
-@dataclass
-class LazyflowEnv:
-    kind: str  # "real" or "double"
-    operators: ModuleType  # lazyflow_rbfs.operators, imported against this lazyflow
-    hook: ModuleType  # lazyflow_rbfs.ilastik
-    graph: ModuleType  # lazyflow.graph
-    factory_module: ModuleType  # lazyflow.utility.io_util.blockwiseFileset
-    json_config: ModuleType  # lazyflow.utility.jsonConfig
-    input_reader_module: ModuleType  # lazyflow.operators.ioOperators.opInputDataReader
-    request_module: ModuleType  # lazyflow.request
-
-    def Graph(self):  # noqa: N802 - mirrors lazyflow's name
-        return self.graph.Graph()
+#: Top-level modules the double replaces, and our modules that bind to whichever lazyflow they imported.
+REPLACED = ("lazyflow", "vigra", "ilastik")
+BOUND = ("lazyflow_rbfs.operators", "lazyflow_rbfs.ilastik")
 
 
-def _mode(config) -> str:
-    mode = None
+def _modules(roots: tuple[str, ...]) -> list[str]:
+    return [n for n in sys.modules if any(n == r or n.startswith(r + ".") for r in roots)]
+
+
+def _use_double(config: pytest.Config) -> bool:
     try:
         mode = config.getoption("--lazyflow")
     except ValueError:
-        pass
+        mode = None
     mode = (mode or os.environ.get("RBFS_LAZYFLOW") or "auto").lower()
-    if mode not in MODES:
-        raise pytest.UsageError(f"--lazyflow/RBFS_LAZYFLOW must be one of {MODES}, got {mode!r}")
-    return mode
-
-
-def _real_importable() -> bool:
+    if mode not in ("auto", "real", "double"):
+        raise pytest.UsageError(f"--lazyflow/RBFS_LAZYFLOW must be auto, real or double, got {mode!r}")
     try:
         importlib.import_module("lazyflow.graph")
         importlib.import_module("vigra")
+        real = not getattr(sys.modules["lazyflow"], "__double__", False)
     except ImportError:
-        return False
-    return not lazyflow_double.is_double(sys.modules["lazyflow"])
-
-
-def _forget_bound_modules() -> None:
-    for name in lazyflow_double.BOUND:
-        sys.modules.pop(name, None)
+        real = False
+    if mode == "real" and not real:
+        pytest.fail("RBFS_LAZYFLOW=real, but lazyflow and vigra are not importable")
+    return mode == "double" or not real
 
 
 @pytest.fixture(scope="module")
 def lazyflow_env(request):
-    mode = _mode(request.config)
-    installation = None
-    if mode == "double" or (mode == "auto" and not _real_importable()):
-        installation = lazyflow_double.install()
-        kind = "double"
-    elif not _real_importable():
-        pytest.fail("RBFS_LAZYFLOW=real, but lazyflow and vigra are not importable")
-    else:
-        kind = "real"
-    _forget_bound_modules()
+    """``kind`` ("real" or "double"), our ``operators`` and ``hook`` modules bound to that lazyflow, and
+    lazyflow's ``Graph``, ``request_module``, ``json_config``, ``factory_module``, ``input_reader_module``.
+
+    The double displaces any real lazyflow, vigra and ilastik for the test module only: afterwards
+    ``sys.modules`` and ``sys.path`` are as they were."""
+    double = _use_double(request.config)
+    replaced = REPLACED + BOUND if double else BOUND
+    saved = {name: sys.modules.pop(name) for name in _modules(replaced)}
+    if double:
+        sys.path.insert(0, SITE)
+        importlib.invalidate_caches()
+    imp = importlib.import_module
     try:
-        operators = importlib.import_module("lazyflow_rbfs.operators")
-        hook = importlib.import_module("lazyflow_rbfs.ilastik")
-        env = LazyflowEnv(
-            kind=kind,
-            operators=operators,
-            hook=hook,
-            graph=importlib.import_module("lazyflow.graph"),
-            factory_module=importlib.import_module("lazyflow.utility.io_util.blockwiseFileset"),
-            json_config=importlib.import_module("lazyflow.utility.jsonConfig"),
-            input_reader_module=importlib.import_module("lazyflow.operators.ioOperators.opInputDataReader"),
-            request_module=importlib.import_module("lazyflow.request"),
+        yield SimpleNamespace(
+            kind="double" if double else "real",
+            operators=imp("lazyflow_rbfs.operators"),
+            hook=imp("lazyflow_rbfs.ilastik"),
+            Graph=imp("lazyflow.graph").Graph,
+            request_module=imp("lazyflow.request"),
+            json_config=imp("lazyflow.utility.jsonConfig"),
+            factory_module=imp("lazyflow.utility.io_util.blockwiseFileset"),
+            input_reader_module=imp("lazyflow.operators.ioOperators.opInputDataReader"),
         )
-        yield env
     finally:
-        hook_module = sys.modules.get("lazyflow_rbfs.ilastik")
-        if hook_module is not None:
-            hook_module.uninstall()
-        operators_module = sys.modules.get("lazyflow_rbfs.operators")
-        if operators_module is not None:
-            operators_module.unregister_from_lazyflow()
-        _forget_bound_modules()
-        if installation is not None:
-            lazyflow_double.uninstall(installation)
+        if "lazyflow_rbfs.ilastik" in sys.modules:
+            sys.modules["lazyflow_rbfs.ilastik"].uninstall()
+        if "lazyflow_rbfs.operators" in sys.modules:
+            sys.modules["lazyflow_rbfs.operators"].unregister_from_lazyflow()
+        for name in _modules(replaced):
+            del sys.modules[name]
+        while SITE in sys.path:
+            sys.path.remove(SITE)
+        sys.modules.update(saved)

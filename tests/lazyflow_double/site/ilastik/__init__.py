@@ -1,3 +1,3 @@
-"""Test double of ilastik's headless entry point (``python -m ilastik``), for ``rbfs ilastik`` tests."""
+"""Test double of ilastik: only its headless entry point (``python -m ilastik``), for ``rbfs ilastik``."""
 
 __double__ = True

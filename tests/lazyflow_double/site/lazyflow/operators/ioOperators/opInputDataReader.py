@@ -1,22 +1,21 @@
-"""ilastik's ``OpInputDataReader``: picks a reader by trying them in a fixed order.
+"""ilastik's ``OpInputDataReader``, which opens every input by trying readers in a fixed order.
 
-Modelled from ``lazyflow/operators/ioOperators/opInputDataReader.py``:
+Kept from ``lazyflow/operators/ioOperators/opInputDataReader.py`` (readers not reached by ``.h5`` or
+``.json`` inputs left out; the readers it calls are stand-ins defined here, reading only HDF5 data):
 
-* ``__init__(WorkingDirectory=None, FilePath=None, SequenceAxis=None, SubVolumeRoi=None, *args,
-  **kwargs)``: ilastik's ``FilesystemDatasetInfo`` builds it as
-  ``OpInputDataReader(graph=Graph(), WorkingDirectory=..., FilePath=...)``, so the whole chain runs during
-  construction (in ``_after_init``).
-* ``setupOutputs`` cleans up the previous internal operators (the metadata injector first, then the
-  readers in reverse), builds the list of bound ``_attemptOpenAs...`` methods each time, calls them in
-  order until one returns ``([operators], output)`` with a non-empty list, raises ``RuntimeError("Can't
-  read ... unrecognized format.")`` if none does, and connects ``Output`` through an
-  ``OpMetadataInjector`` that adds ``ram_per_pixelram_usage_per_requested_pixel`` computed as
-  ``meta.dtype().nbytes`` (so ``meta.dtype`` must be a numpy scalar *type*) times the ``c`` extent from
-  ``meta.getTaggedShape()`` (so ``meta.axistags`` must be set).
+* ``OpInputDataReader(graph=Graph(), WorkingDirectory=..., FilePath=...)`` (as ilastik's
+  ``FilesystemDatasetInfo`` builds it) runs the chain right after construction; a relative path waits for
+  ``WorkingDirectory``.
+* ``setupOutputs`` cleans up the previous internal operators (newest first), then calls the
+  ``_attemptOpenAs...(filePath)`` methods in order until one returns ``([operators], output)`` with a
+  non-empty list; none: ``RuntimeError("Can't read ... unrecognized format.")``. ``Output`` shows the
+  internal output's metadata plus ``ram_per_pixelram_usage_per_requested_pixel`` (lazyflow's
+  ``OpMetadataInjector``), computed with ``meta.dtype().nbytes`` (``meta.dtype`` must be a numpy scalar
+  *type*) and ``meta.getTaggedShape()`` (``meta.axistags`` must be set).
 * For ``.json`` the order is tiled volume, H5BlockStore, blockwise fileset, RESTful blockwise fileset. A
-  reader says "not mine" only by raising ``JsonConfigParser.SchemaError`` from ``setValue``; any other
-  exception aborts the chain. The H5BlockStore attempt names ``OpH5BlockStoreReader``, which only exists
-  when ``quilted`` is installed, so without it every ``.json`` ends in ``NameError`` there.
+  reader says "not mine" only by raising ``JsonConfigParser.SchemaError``; any other exception aborts the
+  chain. The H5BlockStore attempt names ``OpH5BlockStoreReader``, which lazyflow defines only when the
+  optional ``quilted`` package imports: without it every ``.json`` ends in ``NameError`` there.
 """
 
 from __future__ import annotations
@@ -24,56 +23,104 @@ from __future__ import annotations
 import os
 
 import h5py
+import numpy as np
+import vigra
 
 from lazyflow.graph import InputSlot, Operator, OutputSlot
-from lazyflow.operators.ioOperators import (
-    OpBlockwiseFilesetReader,
-    OpCachedTiledVolumeReader,
-    OpRESTfulBlockwiseFilesetReader,
-    OpStreamingH5N5Reader,
-)
 from lazyflow.utility.jsonConfig import JsonConfigParser
 
-try:
-    from lazyflow.operators.ioOperators.opH5BlockStoreReader import OpH5BlockStoreReader  # noqa: F401
-
-    _supports_h5blockreader = True
+try:  # lazyflow defines OpH5BlockStoreReader only if this works
+    import quilted.h5blockstore  # noqa: F401
 except ImportError:
-    _supports_h5blockreader = False
+    pass
 
 
-class OpMetadataInjector(Operator):
-    """Passes ``Input`` through with extra metadata (lazyflow's ``OpMetadataInjector``)."""
+def _set_meta(slot, shape, dtype, axes) -> None:
+    slot.meta.shape = tuple(int(n) for n in shape)
+    slot.meta.dtype = np.dtype(str(dtype).removeprefix("numpy.")).type
+    slot.meta.axistags = vigra.defaultAxistags(str(axes))
 
-    Input = InputSlot()
-    Metadata = InputSlot()
-    Output = OutputSlot()
+
+class OpStreamingH5N5Reader(Operator):
+    H5N5File = InputSlot()
+    InternalPath = InputSlot()
+    OutputImage = OutputSlot()
 
     def setupOutputs(self) -> None:
-        self.Output.meta.clear()
-        self.Output.meta.update(self.Input.meta)
-        self.Output.meta.update(self.Metadata.value)
-        self.Output.meta._ready = False
+        dataset = self.H5N5File.value[self.InternalPath.value]
+        _set_meta(
+            self.OutputImage, dataset.shape, dataset.dtype, {2: "yx", 3: "zyx", 4: "zyxc"}[dataset.ndim]
+        )
+        if dataset.chunks:
+            self.OutputImage.meta.ideal_blockshape = dataset.chunks
 
     def execute(self, slot, subindex, roi, result):
-        return self.Input(roi.start, roi.stop).writeInto(result).wait()
+        result[...] = self.H5N5File.value[self.InternalPath.value][roi.toSlice()]
+        return result
 
     def propagateDirty(self, slot, subindex, roi) -> None:
-        if slot is self.Input:
-            self.Output.setDirty(roi)
-        else:
-            self.Output.setDirty(slice(None))
+        self.OutputImage.setDirty()
+
+
+class OpCachedTiledVolumeReader(Operator):
+    """Stand-in (metadata only) for lazyflow's reader of tiled volumes, the first ``.json`` reader."""
+
+    DescriptionFilePath = InputSlot(stype="filestring")
+    SpecifiedOutput = OutputSlot()
+    schema = JsonConfigParser(
+        {"_schema_name": "tiled-volume-description", "_schema_version": 1.0, "shape": list, "dtype": str}
+    )
+
+    def setupOutputs(self) -> None:
+        desc = self.schema.parseConfigFile(self.DescriptionFilePath.value)
+        _set_meta(self.SpecifiedOutput, desc.shape, desc.dtype, "zyx")
+
+    def propagateDirty(self, slot, subindex, roi) -> None:
+        self.SpecifiedOutput.setDirty()
+
+
+class OpBlockwiseFilesetReader(Operator):
+    """Stand-in (metadata only) for lazyflow's reader of local blockwise filesets."""
+
+    DescriptionFilePath = InputSlot(stype="filestring")
+    Output = OutputSlot()
+    schema = JsonConfigParser(
+        dict(_schema_name="blockwise-fileset-description", _schema_version=1.1, shape=list, view_shape=list)
+        | dict(dtype=str, axes=str)
+    )
+
+    class MissingDatasetError(Exception):
+        pass
+
+    def setupOutputs(self) -> None:
+        path = self.DescriptionFilePath.value
+        if not os.path.exists(path):
+            raise self.MissingDatasetError(f"Dataset description not found: {path}")
+        desc = self.local(self.schema.parseConfigFile(path))
+        _set_meta(self.Output, desc.get("view_shape") or desc["shape"], desc["dtype"], desc["axes"])
+
+    def local(self, desc) -> dict:
+        return desc.__dict__
+
+    def propagateDirty(self, slot, subindex, roi) -> None:
+        self.Output.setDirty()
+
+
+class OpRESTfulBlockwiseFilesetReader(OpBlockwiseFilesetReader):
+    """Stand-in (metadata only) for lazyflow's older reader of composite descriptions."""
+
+    schema = JsonConfigParser(
+        dict(
+            _schema_name="RESTful-blockwise-fileset-description", _schema_version=1.0, local_description=dict
+        )
+    )
+
+    def local(self, desc) -> dict:
+        return desc.local_description
 
 
 class OpInputDataReader(Operator):
     name = "OpInputDataReader"
-    category = "Input"
-
-    h5_n5_Exts = ["h5", "hdf5", "ilp"]
-    blockwiseExts = ["json"]
-    tiledExts = ["json"]
-    SupportedExtensions = h5_n5_Exts + blockwiseExts
-
     WorkingDirectory = InputSlot(stype="filestring", optional=True)
     FilePath = InputSlot(stype="filestring")
     Output = OutputSlot()
@@ -82,145 +129,97 @@ class OpInputDataReader(Operator):
         pass
 
     def __init__(
-        self, WorkingDirectory=None, FilePath=None, SequenceAxis=None, SubVolumeRoi=None, *args, **kwargs
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.internalOperators = []
-        self.internalOutput = None
-        self._file = None
-        self.WorkingDirectory.setOrConnectIfAvailable(WorkingDirectory)
-        self.FilePath.setOrConnectIfAvailable(FilePath)
+        self, WorkingDirectory=None, FilePath=None, SequenceAxis=None, SubVolumeRoi=None, *args, **kw
+    ):
+        super().__init__(*args, **kw)
+        self.internalOperators, self.internalOutput, self._file = [], None, None
+        for slot, value in ((self.WorkingDirectory, WorkingDirectory), (self.FilePath, FilePath)):
+            if value is not None:
+                slot.setValue(value)
 
     def cleanUp(self) -> None:
         super().cleanUp()
+        self._close_file()
+
+    def _close_file(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
 
     def setupOutputs(self) -> None:
-        filePath = self.FilePath.value
-        if not os.path.isabs(filePath):
+        path = self.FilePath.value
+        if not os.path.isabs(path):
             if not self.WorkingDirectory.ready():
                 return
-            filePath = os.path.normpath(os.path.join(self.WorkingDirectory.value, filePath))
-
-        if self.internalOperators:
-            self.Output.disconnect()
-            self.opInjector.cleanUp()
-            for op in self.internalOperators[::-1]:
-                op.cleanUp()
-            self.internalOperators = []
-            self.internalOutput = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-        openFuncs = [
+            path = os.path.normpath(os.path.join(self.WorkingDirectory.value, path))
+        for op in self.internalOperators[::-1]:
+            op.cleanUp()
+        self.internalOperators, self.internalOutput = [], None
+        self._close_file()
+        for attempt in (
             self._attemptOpenAsH5N5,
             self._attemptOpenAsTiledVolume,
             self._attemptOpenAsH5BlockStore,
             self._attemptOpenAsBlockwiseFileset,
             self._attemptOpenAsRESTfulBlockwiseFileset,
-        ]
-        iterFunc = iter(openFuncs)
-        while not self.internalOperators:
-            try:
-                openFunc = next(iterFunc)
-            except StopIteration:
+        ):
+            self.internalOperators, self.internalOutput = attempt(path)
+            if self.internalOperators:
                 break
-            self.internalOperators, self.internalOutput = openFunc(filePath)
-
         if self.internalOutput is None:
-            raise RuntimeError("Can't read " + filePath + " because it has an unrecognized format.")
+            raise RuntimeError("Can't read " + path + " because it has an unrecognized format.")
+        inner, meta = self.internalOutput.meta, self.Output.meta
+        meta.clear()
+        meta.update(inner)
+        if inner.ram_per_pixelram_usage_per_requested_pixel is None:
+            ram = inner.dtype().nbytes * inner.getTaggedShape().get("c", 1)
+            meta.ram_per_pixelram_usage_per_requested_pixel = ram
 
-        self.opInjector = OpMetadataInjector(parent=self)
-        self.opInjector.Input.connect(self.internalOutput)
-        meta = self.internalOutput.meta
-        if meta.ram_per_pixelram_usage_per_requested_pixel is None:
-            ram_per_pixel = meta.dtype().nbytes
-            if "c" in meta.getTaggedShape():
-                ram_per_pixel *= meta.getTaggedShape()["c"]
-            self.opInjector.Metadata.setValue({"ram_per_pixelram_usage_per_requested_pixel": ram_per_pixel})
-        else:
-            self.opInjector.Metadata.setValue({})
-        self.Output.connect(self.opInjector.Output)
+    def execute(self, slot, subindex, roi, result):
+        return self.internalOutput(roi.start, roi.stop).writeInto(result).wait()
+
+    def propagateDirty(self, slot, subindex, roi) -> None:
+        pass
 
     def _attemptOpenAsH5N5(self, filePath):
-        for ext in (".h5", ".hdf5", ".ilp"):
-            if ext in filePath:
-                break
-        else:
-            return ([], None)
-        externalPath, internalPath = filePath.split(ext)[0] + ext, filePath.split(ext)[1]
-        if not os.path.exists(externalPath):
-            raise OpInputDataReader.DatasetReadError("Input file does not exist: " + externalPath)
-        h5file = h5py.File(externalPath, "r")
-        if not internalPath:
-            names = []
-            h5file.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-            if len(names) != 1:
-                h5file.close()
-                raise OpInputDataReader.DatasetReadError(
-                    f"When using hdf5, you must append the internal path to the filename: {externalPath}"
-                )
-            internalPath = "/" + names[0]
-        self._file = h5file
+        ext = next((e for e in (".h5", ".hdf5", ".ilp") if e in filePath), None)
+        if ext is None:
+            return [], None
+        external, internal = filePath.split(ext)[0] + ext, filePath.split(ext)[1]
+        if not os.path.exists(external):
+            raise OpInputDataReader.DatasetReadError("Input file does not exist: " + external)
+        self._file = h5py.File(external, "r")
         reader = OpStreamingH5N5Reader(parent=self)
-        reader.H5N5File.setValue(h5file)
-        try:
-            reader.InternalPath.setValue(internalPath)
-        except OpStreamingH5N5Reader.DatasetReadError as e:
-            raise OpInputDataReader.DatasetReadError(
-                f"Error reading H5/N5 File: {externalPath}\n{e.msg}"
-            ) from e
-        return ([reader], reader.OutputImage)
+        reader.H5N5File.setValue(self._file)
+        reader.InternalPath.setValue(internal)
+        return [reader], reader.OutputImage
+
+    def _attemptOpenAsTiledVolume(self, filePath):
+        return self._open_json(OpCachedTiledVolumeReader, "SpecifiedOutput", filePath)
 
     def _attemptOpenAsH5BlockStore(self, filePath):
         if not os.path.splitext(filePath)[1] == ".json":
-            return ([], None)
-        op = OpH5BlockStoreReader(parent=self)  # noqa: F821 - NameError without quilted, as in lazyflow
+            return [], None
+        op = OpH5BlockStoreReader(parent=self)  # noqa: F821 - a NameError without quilted, as in lazyflow
         op.IndexFilepath.setValue(filePath)
         return [op], op.Output
 
     def _attemptOpenAsBlockwiseFileset(self, filePath):
-        fileExtension = os.path.splitext(filePath)[1].lower().lstrip(".")
-        if fileExtension in OpInputDataReader.blockwiseExts:
-            opReader = OpBlockwiseFilesetReader(parent=self)
-            try:
-                opReader.DescriptionFilePath.setValue(filePath)
-                return ([opReader], opReader.Output)
-            except JsonConfigParser.SchemaError:
-                opReader.cleanUp()
-            except OpBlockwiseFilesetReader.MissingDatasetError as e:
-                raise OpInputDataReader.DatasetReadError(*e.args) from e
-        return ([], None)
+        return self._open_json(OpBlockwiseFilesetReader, "Output", filePath)
 
     def _attemptOpenAsRESTfulBlockwiseFileset(self, filePath):
-        fileExtension = os.path.splitext(filePath)[1].lower().lstrip(".")
-        if fileExtension in OpInputDataReader.blockwiseExts:
-            opReader = OpRESTfulBlockwiseFilesetReader(parent=self)
-            try:
-                opReader.DescriptionFilePath.setValue(filePath)
-                return ([opReader], opReader.Output)
-            except JsonConfigParser.SchemaError:
-                opReader.cleanUp()
-            except OpRESTfulBlockwiseFilesetReader.MissingDatasetError as e:
-                raise OpInputDataReader.DatasetReadError(*e.args) from e
-        return ([], None)
+        return self._open_json(OpRESTfulBlockwiseFilesetReader, "Output", filePath)
 
-    def _attemptOpenAsTiledVolume(self, filePath):
-        fileExtension = os.path.splitext(filePath)[1].lower().lstrip(".")
-        if fileExtension in OpInputDataReader.tiledExts:
-            opReader = OpCachedTiledVolumeReader(parent=self)
-            try:
-                opReader.DescriptionFilePath.setValue(filePath)
-                return ([opReader], opReader.SpecifiedOutput)
-            except JsonConfigParser.SchemaError:
-                opReader.cleanUp()
-        return ([], None)
-
-    def execute(self, slot, subindex, roi, result):
-        raise AssertionError("Shouldn't get here because our output is directly connected...")
-
-    def propagateDirty(self, slot, subindex, roi) -> None:
-        pass
+    def _open_json(self, reader_class, output: str, filePath):
+        """lazyflow's three JSON attempts, written once here: ``SchemaError`` means "not mine"."""
+        if os.path.splitext(filePath)[1].lower() != ".json":
+            return [], None
+        reader = reader_class(parent=self)
+        try:
+            reader.DescriptionFilePath.setValue(filePath)
+            return [reader], getattr(reader, output)
+        except JsonConfigParser.SchemaError:
+            reader.cleanUp()
+        except getattr(reader_class, "MissingDatasetError", ()) as e:
+            raise OpInputDataReader.DatasetReadError(*e.args) from e
+        return [], None

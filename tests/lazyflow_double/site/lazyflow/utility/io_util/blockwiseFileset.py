@@ -1,8 +1,9 @@
-"""lazyflow's ``BlockwiseFilesetFactory`` (faithful) and a stand-in for lazyflow's own ``BlockwiseFileset``.
+"""lazyflow's ``BlockwiseFilesetFactory`` and stand-ins for lazyflow's own fileset classes.
 
-The factory keeps its creation functions in a ``set`` (iteration order arbitrary) and ``create`` returns the
-first non-``None`` result, else raises ``RuntimeError``. Importing this module registers lazyflow's own
-local fileset class, as lazyflow does.
+The factory keeps its creation functions in a ``set`` (iteration order arbitrary); ``create`` returns the
+first non-``None`` result, else raises ``RuntimeError``. lazyflow registers its local ``BlockwiseFileset``
+here and its older ``RESTfulBlockwiseFileset`` (in ``RESTfulBlockwiseFileset.py``, imported with its
+reader): the competitors ``lazyflow_rbfs.operators`` must win against. The stand-ins parse, read nothing.
 """
 
 from __future__ import annotations
@@ -20,27 +21,25 @@ class BlockwiseFilesetFactory:
     @classmethod
     def create(cls, descriptionPath, mode):
         for fn in BlockwiseFilesetFactory.creationFns:
-            bfs = fn(descriptionPath, mode)
-            if bfs is not None:
-                return bfs
+            fileset = fn(descriptionPath, mode)
+            if fileset is not None:
+                return fileset
         raise RuntimeError(f"Wasn't able to create a blockwise fileset from your file: {descriptionPath} ")
 
 
 class BlockwiseFileset:
-    """Stand-in for lazyflow's local fileset: parses the description, reads nothing."""
+    DescriptionSchema = JsonConfigParser(
+        {"_schema_name": "blockwise-fileset-description", "_schema_version": 1.1}
+    )
 
-    DescriptionFields = {"_schema_name": "blockwise-fileset-description", "_schema_version": 1.1}
-    DescriptionSchema = JsonConfigParser(DescriptionFields)
-
-    def __init__(self, descriptionFilePath, mode="r", preparsedDescription=None) -> None:
+    def __init__(self, descriptionFilePath, mode="r") -> None:
+        self.description = self.DescriptionSchema.parseConfigFile(descriptionFilePath)
         self.mode = mode
-        self._descriptionFilePath = descriptionFilePath
-        self.description = preparsedDescription or self.DescriptionSchema.parseConfigFile(descriptionFilePath)
 
     @classmethod
     def _createAndReturnBlockwiseFileset(cls, descriptionFilePath, mode):
         try:
-            return BlockwiseFileset(descriptionFilePath, mode)
+            return cls(descriptionFilePath, mode)
         except JsonConfigParser.SchemaError:
             return None
 
@@ -48,4 +47,11 @@ class BlockwiseFileset:
         pass
 
 
+class RESTfulBlockwiseFileset(BlockwiseFileset):
+    DescriptionSchema = JsonConfigParser(
+        {"_schema_name": "RESTful-blockwise-fileset-description", "_schema_version": 1.0}
+    )
+
+
 BlockwiseFilesetFactory.register(BlockwiseFileset._createAndReturnBlockwiseFileset)
+BlockwiseFilesetFactory.register(RESTfulBlockwiseFileset._createAndReturnBlockwiseFileset)

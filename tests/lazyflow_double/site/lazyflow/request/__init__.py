@@ -1,3 +1,0 @@
-from lazyflow.request.request import Request, RequestPool
-
-__all__ = ["Request", "RequestPool"]
