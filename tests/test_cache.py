@@ -27,6 +27,7 @@ from lazyflow_rbfs.errors import (
 )
 from lazyflow_rbfs.locks import BlockLock
 from lazyflow_rbfs.server import CutoutServer, sample_volume
+from tests.procfs import HAVE_PROC, open_files_under
 
 BLOCK = (8, 32, 32)
 SHAPE = (24, 96, 80)  # 3 x 3 x 3 blocks, the last x block is 16 wide
@@ -240,7 +241,7 @@ def test_process_killed_mid_download_leaves_nothing_trusted_and_blocks_no_one(de
 def hold_first_block_lock_in_another_process(desc):
     """Start a process holding the lock of block (0, 0, 0); returns ``(lock_path, process)`` once held."""
     with RESTfulBlockwiseFileset(str(desc)) as probe:
-        lock_path = probe._paths((0, 0, 0)).lock_path
+        lock_path = os.path.join(probe.getDatasetDirectory((0, 0, 0)), ".rbfs.lock")  # documented layout
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -254,6 +255,8 @@ def hold_first_block_lock_in_another_process(desc):
         text=True,
     )
     assert holder.stdout.readline().strip() == "held"
+    with RESTfulBlockwiseFileset(str(desc)) as probe:
+        assert probe.isBlockLocked((0, 0, 0)), f"{lock_path} is not the lock of block (0, 0, 0)"
     return lock_path, holder
 
 
@@ -429,14 +432,17 @@ def test_download_all_blocks_max_parallel_is_honoured_above_the_fileset_default(
     assert server.max_in_flight == 5
 
 
+@pytest.mark.skipif(not HAVE_PROC, reason="needs /proc")
 def test_cold_read_copies_downloaded_blocks_from_memory_not_back_from_disk(desc, volume):
     with RESTfulBlockwiseFileset(str(desc)) as vol:
         got = vol.readData(((3, 10, 20), (20, 90, 70)))
-        assert vol._handles.open_count == 0  # nothing was read back from the files just written
+        # nothing was read back from the files just written (reads keep the block files they open open)
+        assert open_files_under(vol.root_directory) == []
         np.testing.assert_array_equal(got, volume[3:20, 10:90, 20:70])
         again = vol.readData(((3, 10, 20), (20, 90, 70)))  # warm: from the block files
-        assert vol._handles.open_count > 0
+        assert open_files_under(vol.root_directory) != []
         np.testing.assert_array_equal(again, got)
+    assert open_files_under(desc.parent / "cache") == []
 
 
 def _read_new_block_in_child(vol, expected_sum, conn):
@@ -486,6 +492,7 @@ def test_close_while_other_threads_read_and_prefetch_ends_them_cleanly(desc, ser
     reader.start()
     prefetch.start()
     assert server.wait_for_requests(1, timeout=30)
+    assert any(t.name.startswith("rbfs-download") for t in threading.enumerate()), "the check below can fail"
     closer = threading.Thread(target=vol.close)
     closer.start()
     server.resume()
@@ -493,8 +500,7 @@ def test_close_while_other_threads_read_and_prefetch_ends_them_cleanly(desc, ser
         t.join(60)
         assert not t.is_alive(), "close() or a reader hung"
     assert outcomes["read"] in ("ok", "closed") and outcomes["prefetch"] in ("ok", "closed"), outcomes
-    assert vol._executor is None
-    leftover = [
+    leftover = [  # close() shut the download and prefetch pools down: none of their threads is left
         t.name for t in threading.enumerate() if t.name.startswith(("rbfs-download", "rbfs-prefetch"))
     ]
     assert leftover == []

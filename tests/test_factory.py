@@ -44,10 +44,18 @@ def write_json(path, obj):
 
 
 @pytest.fixture
-def sandbox(monkeypatch):
-    """An empty registry for the duration of a test."""
-    monkeypatch.setattr(BlockwiseFilesetFactory, "_creation_fns", [])
-    return BlockwiseFilesetFactory
+def sandbox():
+    """An empty registry for the duration of a test; the default registrations come back in order."""
+    saved = BlockwiseFilesetFactory.creation_functions()
+    for fn in saved:
+        BlockwiseFilesetFactory.unregister(fn)
+    assert BlockwiseFilesetFactory.creation_functions() == []
+    yield BlockwiseFilesetFactory
+    for fn in BlockwiseFilesetFactory.creation_functions():
+        BlockwiseFilesetFactory.unregister(fn)
+    for fn in saved:
+        BlockwiseFilesetFactory.register(fn)
+    assert BlockwiseFilesetFactory.creation_functions() == saved
 
 
 def test_local_description_gives_a_blockwise_fileset(tmp_path):
@@ -87,6 +95,7 @@ def test_broken_description_of_a_known_schema_propagates(tmp_path):
 
 
 def test_default_registrations_composite_first():
+    # _createAndReturnBlockwiseFileset: a creation function's name in upstream lazyflow's factory convention
     fns = BlockwiseFilesetFactory.creation_functions()
     assert fns[-1] == BlockwiseFileset._createAndReturnBlockwiseFileset
     try:

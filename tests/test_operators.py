@@ -21,6 +21,7 @@ from lazyflow_rbfs import errors
 from lazyflow_rbfs.cache import RESTfulBlockwiseFileset
 from lazyflow_rbfs.store import BlockwiseFileset
 from tests import lazyflow_double
+from tests.procfs import HAVE_PROC, client_sockets_to, open_fds
 from tests.servers import SAMPLE_BLOCK, SAMPLE_SHAPE
 
 pytest_plugins = ("tests.lazyflow_double.fixtures",)
@@ -269,39 +270,6 @@ def test_concurrent_reads_from_many_threads(make_op, composite_description_path,
 # ------------------------------------------------------------------------------------------------- lifecycle
 
 
-def _open_fds() -> tuple[list[str], list[int]]:
-    """(targets of non-socket fds, inodes of socket fds) of this process."""
-    files, sockets = [], []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue  # the fd used by listdir itself
-        if target.startswith("socket:["):
-            sockets.append(int(target[8:-1]))
-        else:
-            files.append(target)
-    return files, sockets
-
-
-def _client_sockets_to(port: int) -> int:
-    """Our TCP sockets whose remote port is ``port`` (client side of connections to the server)."""
-    _, inodes = _open_fds()
-    inodes = set(inodes)
-    count = 0
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-            if remote_port == port and int(fields[9]) in inodes:
-                count += 1
-    return count
-
-
 def _our_threads() -> set[int]:
     return {
         t.ident
@@ -310,7 +278,7 @@ def _our_threads() -> set[int]:
     }
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+@pytest.mark.skipif(not HAVE_PROC, reason="needs /proc")
 def test_resetting_the_path_leaks_no_files_sockets_or_threads(make_op, cutout_server, tmp_path, sample_array):
     paths = [
         cutout_server.write_description(tmp_path / f"v{i}.json", block_shape=SAMPLE_BLOCK, cache_dir=f"c{i}")
@@ -319,7 +287,7 @@ def test_resetting_the_path_leaks_no_files_sockets_or_threads(make_op, cutout_se
     warm = make_op(paths[0])  # start whatever lazyflow starts once (its thread pool)
     warm.Output[...].wait()
     warm.cleanUp()
-    files_before, _ = _open_fds()
+    files_before, _ = open_fds()
     threads_before = _our_threads()
 
     op = make_op()
@@ -333,9 +301,9 @@ def test_resetting_the_path_leaks_no_files_sockets_or_threads(make_op, cutout_se
 
     assert filesets[-1].closed and op.fileset is None
     assert len(set(map(id, filesets))) == 6
-    files_after, _ = _open_fds()
+    files_after, _ = open_fds()
     assert sorted(files_after) == sorted(files_before)
-    assert _client_sockets_to(cutout_server.port) == 0
+    assert client_sockets_to(cutout_server.port) == 0
     assert _our_threads() == threads_before
 
 
@@ -493,12 +461,23 @@ def test_execute_errors_can_be_re_created_by_lazyflow(error):
     assert type(again) is type(error) and again.args[0] is error
 
 
-def test_reading_after_cleanup_is_an_error(lazyflow_env, make_op, composite_description_path):
+def test_reading_a_closed_fileset_is_an_error(make_op, composite_description_path):
+    """A request on a ready Output whose fileset was closed under it fails with our ClosedError."""
     op = make_op(composite_description_path)
-    op._close_fileset()
+    op.fileset.close()
     with pytest.raises(Exception) as info:
         op.Output[0:2, 0:2, 0:2].wait()
     assert _rbfs_error(info.value, errors.ClosedError) is not None
+
+
+def test_execute_after_cleanup_is_an_error(make_op, composite_description_path):
+    """execute on a cleaned-up operator (no fileset) raises ClosedError, not AttributeError."""
+    op = make_op(composite_description_path)
+    result = np.zeros((2, 2, 2), dtype=op.Output.meta.dtype)
+    op.cleanUp()
+    roi = SimpleNamespace(start=[0, 0, 0], stop=[2, 2, 2])
+    with pytest.raises(errors.ClosedError, match="no fileset is open"):
+        op.execute(op.Output, (), roi, result)
 
 
 # --------------------------------------------------------------------------------------------------- factory

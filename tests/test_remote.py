@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from lazyflow_rbfs.errors import (
 )
 from lazyflow_rbfs.remote import HttpClient, RESTfulVolume
 from lazyflow_rbfs.server import CutoutServer, sample_volume
+from tests.procfs import HAVE_PROC, client_sockets_to
 
 SECRET = "Token s3cr3t-value-never-logged"
 
@@ -444,20 +446,25 @@ def test_volume_pickles_and_works_after_unpickling(volume, sample_array):
         clone.close()
 
 
-def test_sessions_of_finished_threads_are_released(volume):
+@pytest.mark.skipif(not HAVE_PROC, reason="needs /proc")
+def test_sessions_of_finished_threads_are_released(volume, cutout_server):
+    fetched = threading.Barrier(5)
+
     def work():
         volume.fetch(((0, 0, 0), (1, 1, 1)))
+        fetched.wait(30)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
         t.start()
+    fetched.wait(30)
+    # each thread's session keeps its connection open while the thread lives (so the check below can fail)
+    assert client_sockets_to(cutout_server.port) >= 4
     for t in threads:
         t.join(30)
     del threads, t
-    import gc
-
     gc.collect()
-    assert len(volume._client._sessions) <= 1  # only the main thread's session may remain
+    assert client_sockets_to(cutout_server.port) <= 1  # only the main thread's session may remain
 
 
 def test_description_file_written_by_the_server_is_accepted(cutout_server, tmp_path):
