@@ -114,9 +114,8 @@ class Slot:
     class SlotNotReadyError(Exception):
         pass
 
-    def __init__(self, name: str = "", operator=None, stype=None, value=None, optional: bool = False) -> None:
-        self.name, self.operator, self.stype = name, operator, stype
-        self._default, self._optional = value, optional
+    def __init__(self, name: str = "", operator=None, stype=None, optional: bool = False) -> None:
+        self.name, self.operator, self.stype, self._optional = name, operator, stype, optional
         self._value = None
         self.meta = MetaDict()
         self._dirty_callbacks: list = []
@@ -125,7 +124,7 @@ class Slot:
         self.name = self.name or name
 
     def instance(self, operator) -> Slot:
-        return type(self)(self.name, operator, self.stype, self._default, self._optional)
+        return type(self)(self.name, operator, self.stype, self._optional)
 
     def ready(self) -> bool:
         return bool(self.meta._ready)
@@ -198,10 +197,7 @@ def _execute(slot: OutputSlot, roi: SubRegion, destination=None):
     if destination is None:
         destination = np.ndarray(tuple(roi.stop - roi.start), dtype=slot.meta.dtype)
     elif np.dtype(destination.dtype) != np.dtype(slot.meta.dtype):
-        raise AssertionError(
-            f"Can't provide a destination array of the wrong dtype. Slot generates {slot.meta.dtype}, "
-            f"but you gave {destination.dtype}"
-        )
+        raise AssertionError(f"Can't provide a destination array of the wrong dtype: {destination.dtype}")
     pieces = _pieces(roi)
     if len(pieces) == 1 or in_worker_thread():
         for piece in pieces:

@@ -48,9 +48,8 @@ class OpStreamingH5N5Reader(Operator):
 
     def setupOutputs(self) -> None:
         dataset = self.H5N5File.value[self.InternalPath.value]
-        _set_meta(
-            self.OutputImage, dataset.shape, dataset.dtype, {2: "yx", 3: "zyx", 4: "zyxc"}[dataset.ndim]
-        )
+        axes = {2: "yx", 3: "zyx", 4: "zyxc", 5: "tzyxc"}[dataset.ndim]  # lazyflow's defaults by rank
+        _set_meta(self.OutputImage, dataset.shape, dataset.dtype, axes)
         if dataset.chunks:
             self.OutputImage.meta.ideal_blockshape = dataset.chunks
 
@@ -62,32 +61,18 @@ class OpStreamingH5N5Reader(Operator):
         self.OutputImage.setDirty()
 
 
-class OpCachedTiledVolumeReader(Operator):
-    """Stand-in (metadata only) for lazyflow's reader of tiled volumes, the first ``.json`` reader."""
+class _DescribedReader(Operator):
+    """What lazyflow's readers of JSON-described volumes share; these stand-ins set metadata, read nothing.
 
-    DescriptionFilePath = InputSlot(stype="filestring")
-    SpecifiedOutput = OutputSlot()
-    schema = JsonConfigParser(
-        {"_schema_name": "tiled-volume-description", "_schema_version": 1.0, "shape": list, "dtype": str}
-    )
-
-    def setupOutputs(self) -> None:
-        desc = self.schema.parseConfigFile(self.DescriptionFilePath.value)
-        _set_meta(self.SpecifiedOutput, desc.shape, desc.dtype, "zyx")
-
-    def propagateDirty(self, slot, subindex, roi) -> None:
-        self.SpecifiedOutput.setDirty()
-
-
-class OpBlockwiseFilesetReader(Operator):
-    """Stand-in (metadata only) for lazyflow's reader of local blockwise filesets."""
+    ``setupOutputs`` raises ``JsonConfigParser.SchemaError`` for a file of another schema ("not mine") and
+    ``MissingDatasetError`` for a missing file. (lazyflow's tiled reader calls its output
+    ``SpecifiedOutput``; here every one is ``Output``.)
+    """
 
     DescriptionFilePath = InputSlot(stype="filestring")
     Output = OutputSlot()
-    schema = JsonConfigParser(
-        dict(_schema_name="blockwise-fileset-description", _schema_version=1.1, shape=list, view_shape=list)
-        | dict(dtype=str, axes=str)
-    )
+    schema: tuple[str, float]
+    FIELDS = {"local_description": dict, "shape": list, "view_shape": list, "dtype": str, "axes": str}
 
     class MissingDatasetError(Exception):
         pass
@@ -96,27 +81,28 @@ class OpBlockwiseFilesetReader(Operator):
         path = self.DescriptionFilePath.value
         if not os.path.exists(path):
             raise self.MissingDatasetError(f"Dataset description not found: {path}")
-        desc = self.local(self.schema.parseConfigFile(path))
-        _set_meta(self.Output, desc.get("view_shape") or desc["shape"], desc["dtype"], desc["axes"])
-
-    def local(self, desc) -> dict:
-        return desc.__dict__
+        name, version = self.schema
+        parser = JsonConfigParser({"_schema_name": name, "_schema_version": version, **self.FIELDS})
+        found = parser.parseConfigFile(path).__dict__
+        d = found["local_description"] or found
+        _set_meta(self.Output, d.get("view_shape") or d["shape"], d["dtype"], d.get("axes") or "zyx")
 
     def propagateDirty(self, slot, subindex, roi) -> None:
         self.Output.setDirty()
 
 
-class OpRESTfulBlockwiseFilesetReader(OpBlockwiseFilesetReader):
-    """Stand-in (metadata only) for lazyflow's older reader of composite descriptions."""
+class OpCachedTiledVolumeReader(_DescribedReader):
+    schema = ("tiled-volume-description", 1.0)
 
-    schema = JsonConfigParser(
-        dict(
-            _schema_name="RESTful-blockwise-fileset-description", _schema_version=1.0, local_description=dict
-        )
-    )
 
-    def local(self, desc) -> dict:
-        return desc.local_description
+class OpBlockwiseFilesetReader(_DescribedReader):
+    schema = ("blockwise-fileset-description", 1.1)
+
+
+class OpRESTfulBlockwiseFilesetReader(_DescribedReader):
+    """lazyflow's older reader of composite descriptions (the last ``.json`` reader)."""
+
+    schema = ("RESTful-blockwise-fileset-description", 1.0)
 
 
 class OpInputDataReader(Operator):
@@ -152,6 +138,7 @@ class OpInputDataReader(Operator):
             if not self.WorkingDirectory.ready():
                 return
             path = os.path.normpath(os.path.join(self.WorkingDirectory.value, path))
+        self.Output.disconnect()
         for op in self.internalOperators[::-1]:
             op.cleanUp()
         self.internalOperators, self.internalOutput = [], None
@@ -195,7 +182,7 @@ class OpInputDataReader(Operator):
         return [reader], reader.OutputImage
 
     def _attemptOpenAsTiledVolume(self, filePath):
-        return self._open_json(OpCachedTiledVolumeReader, "SpecifiedOutput", filePath)
+        return self._open_json(OpCachedTiledVolumeReader, filePath)
 
     def _attemptOpenAsH5BlockStore(self, filePath):
         if not os.path.splitext(filePath)[1] == ".json":
@@ -205,21 +192,21 @@ class OpInputDataReader(Operator):
         return [op], op.Output
 
     def _attemptOpenAsBlockwiseFileset(self, filePath):
-        return self._open_json(OpBlockwiseFilesetReader, "Output", filePath)
+        return self._open_json(OpBlockwiseFilesetReader, filePath)
 
     def _attemptOpenAsRESTfulBlockwiseFileset(self, filePath):
-        return self._open_json(OpRESTfulBlockwiseFilesetReader, "Output", filePath)
+        return self._open_json(OpRESTfulBlockwiseFilesetReader, filePath)
 
-    def _open_json(self, reader_class, output: str, filePath):
+    def _open_json(self, reader_class, filePath):
         """lazyflow's three JSON attempts, written once here: ``SchemaError`` means "not mine"."""
         if os.path.splitext(filePath)[1].lower() != ".json":
             return [], None
         reader = reader_class(parent=self)
         try:
             reader.DescriptionFilePath.setValue(filePath)
-            return [reader], getattr(reader, output)
+            return [reader], reader.Output
         except JsonConfigParser.SchemaError:
             reader.cleanUp()
-        except getattr(reader_class, "MissingDatasetError", ()) as e:
+        except reader_class.MissingDatasetError as e:
             raise OpInputDataReader.DatasetReadError(*e.args) from e
         return [], None
