@@ -10,6 +10,7 @@ datasets, FIFOs named by a body, mutation fuzzing) are decoded in subprocesses t
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import json
@@ -920,6 +921,53 @@ def test_fuzz_mutated_hdf5_bodies(tmp_path, fuzz_volume, compression):
         body = _server_body(server, server.cutout_url((0, 0, 0), (4, 8, 8)))
     result = run_fuzz(tmp_path, "hdf5", body, n=2000, seed=9, shape=(4, 8, 8), dataset="/cube")
     assert result["counts"]["invalid"] > 600  # the fuzz reached the decoder's checks, not only voxels
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"maxshape": (None, None, 8)}, id="btree2-index"),
+        pytest.param({"maxshape": (None, 8, 8), "shuffle": True}, id="extensible-array-index"),
+        pytest.param({"shuffle": True, "fletcher32": True}, id="fixed-array-index"),
+    ],
+)
+def test_fuzz_mutated_hdf5_bodies_of_newer_layouts(tmp_path, fuzz_volume, options):
+    """Bodies as other servers write them (libver 'latest': other chunk indexes, uint16, a group)."""
+    data = fuzz_volume[:4, :8, :8].astype("<u2") * 257
+    latest = io.BytesIO()
+    with h5py.File(latest, "w", libver="latest") as f:
+        f.create_dataset("g/cube", data=data, chunks=(2, 4, 4), compression="gzip", **options)
+    body = latest.getvalue()
+    run_fuzz(
+        tmp_path,
+        "hdf5",
+        body,
+        n=1000,
+        seed=3,
+        shape=(4, 8, 8),
+        dtype="uint16",
+        dataset="/g/cube",
+        hot=len(body),
+    )
+
+
+#: A mutated server body (one of the fuzz cases, seed 100): HDF5's whole-file walk (H5Ovisit), which the
+#: "dataset not found" message used, loops forever on it.
+LOOPING_BODY = (
+    "eNrr9HBx4+WS4mIAAQ4OBhYGAQZk8B8K9gqh8mHyCVCaEUp3QOkVTDBxRrCcBFRcEGo+urqQIFdXkGpC8hwMo2AkAg9XxwAQHQHl"
+    "w1LpCSZUdcmlSanI6dGDQnsZGdggZjHC+BYQmhkiwAJVx4FG4xJnBrqcEep+RiQZViAN4jMxM4GFuRkUwHxGuL0c4JyUkpqWk1iS"
+    "imS+AsRcJpYKVoTVHFDMiPCJA1XiIdjP34URKR8qMI+mTXIAqDwDheN/NMDKSJz+HYKofFzpjXE0qEfBKBgFo2AUjIJRMApGwSgY"
+    "8qAiTvTMW78mYJ/4wvOstTM3r73zJ+PiDQ/fKyY9DI67K1y/nAoNUJzCz96oFxz+2v216ObPDOnptb8Pn32jekR+2h6pXPG9Au/j"
+    "Ehd0ez/NPTO7eavirU3XmeP298kFNptWNCvPy5fZeWOhUMgr9Qvb1D5cTGRs/q90jf+4U7Kt6TyOtOPzyqddCNfi6ioMTt7Uu011"
+    "ks3BiaIRXveWvpizb/vDjTNWX0zJLw8/rL9dPjFPa4+/qrSO48Xwwwebo/aaVMw9a7xTTcNjicO8y6YV9Y7pfpnPzaXe6zw4Zyer"
+    "KrPW8JaEbrBR9IG3lRt0xK/PcPxaYpq7Ne/ma3Wli7pbVqZYFoftXpXq7/XznfzUqEofABodsz8="
+)
+
+
+def test_a_body_that_makes_hdf5_walk_forever_is_refused_promptly(tmp_path):
+    body = zlib.decompress(base64.b64decode(LOOPING_BODY))
+    result = decode_in_subprocess(tmp_path, {"looping": body}, timeout=30)["looping"]
+    assert result["invalid"] and "expected a dataset" in result["message"], result
 
 
 def test_fuzz_mutated_npz_bodies(tmp_path, fuzz_volume):

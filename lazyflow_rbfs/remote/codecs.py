@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import h5py
 import numpy as np
-from h5py import h5d, h5g, h5l, h5o, h5s, h5t, h5z
+from h5py import h5d, h5g, h5i, h5l, h5o, h5s, h5t, h5z
 
 from lazyflow_rbfs.errors import DescriptionError, InvalidResponseError, RbfsError
 
@@ -270,22 +270,25 @@ def _open_dataset(f: h5py.File, name: str, expected: Expected) -> h5d.DatasetID:
         key = part.encode("utf-8")
         if not loc.links.exists(key):
             found = _dataset_names(f)
-            raise _invalid(expected, f"expected a dataset {name!r}, found no {where!r} (datasets: {found})")
+            raise _invalid(expected, f"expected a dataset {name!r}, found no {where!r} (root: {found})")
         kind = loc.links.get_info(key).type
         if kind != h5l.TYPE_HARD:
             link = _LINK_KINDS.get(kind, f"a user-defined link (type {kind})")
             raise _invalid(expected, f"{where!r} on the way to the dataset {name!r} is {link}; {_OUTSIDE}")
-        obj_type = h5o.get_info(loc, key).type
+        # h5o.open, not h5o.get_info: the latter also reads attribute and header details, and crashes
+        # HDF5 on some corrupted object headers that open reports as errors.
+        obj = h5o.open(loc, key)
+        obj_type = h5i.get_type(obj)
         if depth == len(parts) - 1:
-            if obj_type != h5o.TYPE_DATASET:
+            if obj_type != h5i.DATASET:
                 found = _dataset_names(f)
                 raise _invalid(
-                    expected, f"expected a dataset {name!r}, found a non-dataset (datasets: {found})"
+                    expected, f"expected a dataset {name!r}, found a group or a named type (root: {found})"
                 )
-            return h5d.open(loc, key)
-        if obj_type != h5o.TYPE_GROUP:
+            return obj
+        if obj_type != h5i.GROUP:
             raise _invalid(expected, f"expected a group at {where!r} on the way to {name!r}, found none")
-        loc = h5g.open(loc, key)
+        loc = obj
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -464,15 +467,21 @@ def _inflate_chunk(data: bytes, limit: int, offset: tuple[int, ...], name: str, 
 
 
 def _dataset_names(f: h5py.File, limit: int = 20) -> list[str]:
-    """Up to ``limit`` dataset paths reachable through hard links (for error messages)."""
+    """Up to ``limit`` names at the body's root (for error messages; best effort).
+
+    Only the root group's own links are listed: walking the whole file (``H5Ovisit``) loops forever on
+    some corrupted bodies, and an error message must not hang.
+    """
     names: list[str] = []
 
-    def visit(key: str, obj: object) -> bool | None:
-        if isinstance(obj, h5py.Dataset):
-            names.append("/" + key)
-        return True if len(names) >= limit else None
+    def visit(name: bytes) -> int | None:
+        names.append("/" + name.decode("utf-8", "replace"))
+        return 1 if len(names) >= limit else None
 
-    f.visititems(visit)
+    try:
+        h5g.open(f.id, b"/").links.iterate(visit)
+    except Exception:  # noqa: BLE001 - a broken root only means there is nothing to list
+        logger.debug("cannot list the root of a response body", exc_info=True)
     return names
 
 
