@@ -566,6 +566,23 @@ def test_hdf5_chunk_bombs_are_refused_with_flat_memory(hostile, bomb):
     assert result["peak_mb"] < PEAK_LIMIT_MB, result
 
 
+def test_stored_chunks_too_short_for_their_filters_are_refused_before_hdf5_reads_them(tmp_path):
+    """HDF5's fletcher32 filter reads before the start of a chunk shorter than its checksum: a crash."""
+
+    def short_chunk(**options: Any) -> bytes:
+        def build(f: h5py.File) -> None:
+            ds = f.create_dataset("data", shape=SHAPE, dtype="u1", chunks=SHAPE, fletcher32=True, **options)
+            ds.id.write_direct_chunk((0, 0, 0), b"ab")
+
+        return h5_body(build)
+
+    results = decode_in_subprocess(
+        tmp_path, {"fletcher": short_chunk(), "gzip_fletcher": short_chunk(compression="gzip")}
+    )
+    assert results["fletcher"]["invalid"] and "fletcher32" in results["fletcher"]["message"], results
+    assert results["gzip_fletcher"]["invalid"] and "checksum" in results["gzip_fletcher"]["message"], results
+
+
 def test_hdf5_chunk_shape_larger_than_the_dataset_is_named():
     body = _chunk_bomb((32, 16, 16), 32 * 16 * 16, maxshape=(None, 16, 16))
     with pytest.raises(InvalidResponseError, match=r"chunk shape \(32, 16, 16\)"):

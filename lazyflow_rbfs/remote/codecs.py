@@ -210,7 +210,11 @@ def _normalize(name: str) -> str:
 #: buffer for as long as the stream goes on). Every other filter is refused: lzf, nbit and scaleoffset size
 #: their buffers from values in the body, and szip and plugin filters are code HDF5 loads from disk
 #: (``HDF5_PLUGIN_PATH``).
-_HDF5_FILTERS = {h5z.FILTER_DEFLATE, h5z.FILTER_SHUFFLE, h5z.FILTER_FLETCHER32}
+_HDF5_FILTERS = {
+    h5z.FILTER_DEFLATE: "deflate",
+    h5z.FILTER_SHUFFLE: "shuffle",
+    h5z.FILTER_FLETCHER32: "fletcher32",
+}
 _HDF5_FILTER_NAMES = {
     h5z.FILTER_SZIP: "szip",
     h5z.FILTER_NBIT: "nbit",
@@ -400,7 +404,7 @@ def _check_chunks(
                 raise _invalid(
                     expected,
                     f"dataset {name!r} stores the chunk at {offset} in {info.size} bytes; a chunk of shape "
-                    f"{chunk} with filters {active} has {size}",
+                    f"{chunk} with filters {[_HDF5_FILTERS[code] for code in active]} has {size}",
                 )
             if out is None:
                 continue
