@@ -483,7 +483,8 @@ def _dataset_names(f: h5py.File, limit: int = 20) -> list[str]:
         return 1 if len(names) >= limit else None
 
     try:
-        h5g.open(f.id, b"/").links.iterate(visit)
+        root = h5g.open(f.id, b"/")  # kept in a name: a LinkProxy does not keep its group open
+        root.links.iterate(visit)
     except Exception:  # noqa: BLE001 - a broken root only means there is nothing to list
         logger.debug("cannot list the root of a response body", exc_info=True)
     return names
