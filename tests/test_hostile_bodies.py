@@ -534,15 +534,15 @@ def test_odd_dataspaces_and_types_are_refused():
 # Item 7: HDF5 chunk and filter bombs
 
 
-def _chunk_bomb(chunks: tuple[int, ...], inflated: int, **dataset_options: Any) -> bytes:
-    """A 16^3 dataset whose only stored chunk is a zlib stream of ``inflated`` zero bytes."""
+def _chunk_bomb(chunks: tuple[int, ...], inflated: int, shape=SHAPE, **dataset_options: Any) -> bytes:
+    """A dataset whose only stored chunk is a zlib stream of ``inflated`` zero bytes."""
     stream = zlib_of_zeros(inflated)
 
     def build(f: h5py.File) -> None:
         ds = f.create_dataset(
-            "data", shape=SHAPE, dtype="u1", chunks=chunks, compression="gzip", **dataset_options
+            "data", shape=shape, dtype="u1", chunks=chunks, compression="gzip", **dataset_options
         )
-        ds.id.write_direct_chunk((0, 0, 0), stream)
+        ds.id.write_direct_chunk((0,) * len(shape), stream)
 
     return h5_body(build)
 
@@ -551,19 +551,24 @@ def _chunk_bomb(chunks: tuple[int, ...], inflated: int, **dataset_options: Any) 
     "bomb",
     [
         pytest.param(
-            ((512, 512, 512), 512**3, {"maxshape": (None, None, None)}), id="chunk-larger-than-dataset"
+            (SHAPE, (512, 512, 512), 512**3, {"maxshape": (None, None, None)}), id="chunk-larger-than-dataset"
         ),
-        pytest.param((SHAPE, 256 << 20, {}), id="chunk-inflating-past-its-size"),
+        # a stored chunk far larger than the chunk it stands for (the issue's "1 MB body for a 4 KiB block")
+        pytest.param((SHAPE, SHAPE, 256 << 20, {}), id="stored-chunk-larger-than-a-chunk"),
+        # a stored chunk of a plausible size (262 KB for 256 KiB) that would inflate 1000-fold
+        pytest.param(((64, 64, 64), (64, 64, 64), 256 << 20, {}), id="chunk-inflating-past-its-size"),
     ],
 )
 def test_hdf5_chunk_bombs_are_refused_with_flat_memory(hostile, bomb):
-    chunks, inflated, options = bomb
-    body = _chunk_bomb(chunks, inflated, **options)
+    shape, chunks, inflated, options = bomb
+    body = _chunk_bomb(chunks, inflated, shape, **options)
     assert len(body) < 2 << 20
     hostile.route("/cut/", body)
-    result = fetch_in_subprocess(hostile, remote_desc(hostile))
+    result = fetch_in_subprocess(hostile, remote_desc(hostile, shape=shape), roi=((0, 0, 0), shape))
     assert result.get("invalid") and "/cut/" in result["url"], result
     assert result["peak_mb"] < PEAK_LIMIT_MB, result
+    if shape == (64, 64, 64):
+        assert "inflates to more than" in result["message"], result
 
 
 def test_stored_chunks_too_short_for_their_filters_are_refused_before_hdf5_reads_them(tmp_path):
