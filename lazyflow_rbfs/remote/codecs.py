@@ -587,7 +587,8 @@ def decode_npy_zlib(body: bytes, expected: Expected) -> np.ndarray:
             status=200,
         )
     array = np.frombuffer(data, dtype=dtype, count=math.prod(squeezed), offset=offset)
-    return array.reshape(squeezed, order="F" if fortran_order else "C")
+    # A writable C-order copy, as numpy.load gave before: the block's size, checked above.
+    return array.reshape(squeezed, order="F" if fortran_order else "C").copy(order="C")
 
 
 register_decoder("npz", decode_npy_zlib)
