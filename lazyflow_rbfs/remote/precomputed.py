@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,16 @@ SUPPORTED_ENCODINGS = ("raw", "jpeg")
 
 #: Largest info file accepted (real ones are a few kB; many scales make tens of kB).
 MAX_INFO_BYTES = 16 * 1024 * 1024
+
+#: Largest chunk accepted (``chunk_sizes[0]`` voxels x ``num_channels`` x item size): 128 MiB. Real EM
+#: chunks are at most 256^3 voxels, i.e. 128 MiB for uint64 segmentation, usually 64^3..128^3 (256 KiB to
+#: 16 MiB). Every roi reads whole chunks, so a larger chunk would let an info file make the client
+#: allocate far more than a small block needs; such a scale is refused when the info file is read (at
+#: open and by ``rbfs describe``), before any chunk is requested.
+MAX_CHUNK_BYTES = 128 * 1024 * 1024
+
+#: Sizes and offsets in an info file must be below this in magnitude (2^53, JSON's exact integers).
+_MAX_COORDINATE = 2**53
 
 _INFO_DTYPES = (
     "uint8",
@@ -106,9 +117,11 @@ def _int_vector(value: Any, url: str, what: str, n: int = 3) -> tuple[int, ...]:
     if (
         not isinstance(value, list)
         or len(value) != n
-        or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+        or any(isinstance(v, bool) or not isinstance(v, int) or abs(v) >= _MAX_COORDINATE for v in value)
     ):
-        raise _bad_info(url, f"expected {what} as a list of {n} integers, found {value!r}"[:300])
+        raise _bad_info(
+            url, f"expected {what} as a list of {n} integers below 2**53 in magnitude, found {value!r}"[:300]
+        )
     return tuple(int(v) for v in value)
 
 
@@ -217,7 +230,24 @@ def select_scale(info: PrecomputedInfo, scale: str | int | None, *, field: str =
 
 
 def check_scale_supported(scale: PrecomputedScale, info: PrecomputedInfo, *, field: str = "scale") -> None:
-    """Raise :class:`DescriptionError` if this reader cannot read ``scale`` (sharded, other encodings)."""
+    """Raise :class:`DescriptionError` if this reader cannot read ``scale`` (sharded, other encodings).
+
+    Raises
+    ------
+    DescriptionError
+        The scale is sharded, of an encoding not read here, or jpeg without Pillow or of another dtype.
+    InvalidResponseError
+        The info file declares chunks of more than :data:`MAX_CHUNK_BYTES` for the scale.
+    """
+    chunk_bytes = math.prod(scale.chunk_size) * info.num_channels * info.dtype.itemsize
+    if chunk_bytes > MAX_CHUNK_BYTES:
+        raise _bad_info(
+            info.url,
+            f"scales[{scale.index}].chunk_sizes[0] is {list(scale.chunk_size)} (x, y, z): chunks of "
+            f"{chunk_bytes} bytes with {info.num_channels} channel(s) of {info.dtype.name}, more than the "
+            f"{MAX_CHUNK_BYTES} bytes (128 MiB) accepted; every read fetches whole chunks, so this volume "
+            f"cannot be cached in small blocks",
+        )
     if scale.sharded:
         raise DescriptionError(
             f"{field}: expected an unsharded scale, found scale {scale.key!r} of {info.url} sharded "
@@ -410,9 +440,9 @@ class PrecomputedReader:
         channels = info.num_channels if info is not None else 1
         shape = (channels, *(int(n) for n in hi - lo))
         expected = codecs.Expected(url=url, shape=shape, dtype=self.dtype)
-        nbytes = int(np.prod(shape)) * self.dtype.itemsize
+        nbytes = math.prod(shape) * self.dtype.itemsize
         try:
-            body = self.client.get(url, max_bytes=2 * nbytes + (1 << 20))
+            body = self.client.get(url, max_bytes=codecs.max_body_bytes(scale.encoding, nbytes))
         except DownloadError as exc:
             if exc.status != 404 or type(exc) is not DownloadError:
                 raise

@@ -28,10 +28,6 @@ __all__ = ["RESTfulVolume"]
 
 logger = logging.getLogger(__name__)
 
-#: Bodies may be this many times larger than the raw array (HDF5 overhead is tiny; compression shrinks).
-_BODY_FACTOR = 64
-_BODY_SLACK = 1 << 20
-
 
 def _normalize_h5(name: str) -> str:
     return "/" + str(name).strip("/")
@@ -293,8 +289,8 @@ class RESTfulVolume:
         url = self._url(start, stop)
         shape = tuple(int(s) for s in (stop - start))
         expected = codecs.Expected(url=url, shape=shape, dtype=self._dtype, dataset=self._dataset)
-        max_bytes = _BODY_FACTOR * int(np.prod(shape)) * self._dtype.itemsize + _BODY_SLACK
-        body = self._client.get(url, max_bytes=max_bytes)
+        nbytes = int(np.prod(shape)) * self._dtype.itemsize
+        body = self._client.get(url, max_bytes=codecs.max_body_bytes(self._format, nbytes))
         try:
             return codecs.decode(self._format, body, expected)
         except DownloadError as exc:
