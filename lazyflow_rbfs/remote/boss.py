@@ -373,7 +373,7 @@ class BossReader:
         shape = tuple(int(n) for n in stop - start)
         expected = codecs.Expected(url=url, shape=shape, dtype=self.dtype)
         nbytes = int(np.prod(shape)) * self.dtype.itemsize
-        body = self.client.get(url, max_bytes=2 * nbytes + (1 << 20))
+        body = self.client.get(url, max_bytes=codecs.max_body_bytes(self.encoding, nbytes))
         try:
             if self.encoding == "blosc":
                 array = codecs.decode_blosc(body, expected)
