@@ -958,7 +958,7 @@ def _default_block_shape(shape: Sequence[int]) -> tuple[int, ...]:
 def _load_serve_volume(args: argparse.Namespace) -> tuple[Any, int]:
     """What ``rbfs serve`` hands to CutoutServer (an array, an .npy memmap or ``file.h5/dataset``) and
     its number of axes."""
-    from lazyflow_rbfs.server import sample_volume
+    from lazyflow_rbfs.testing import sample_volume
 
     if args.volume is None:
         if args.dataset:
@@ -999,7 +999,7 @@ def _load_serve_volume(args: argparse.Namespace) -> tuple[Any, int]:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from lazyflow_rbfs.server import CutoutServer
+    from lazyflow_rbfs.testing import CutoutServer
 
     if args.describe is None and (args.block_shape or args.cache_dir):
         raise UsageError("--block-shape and --cache-dir go with --describe")
@@ -1011,7 +1011,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.format in ("boss", "precomputed"):
         if axes != "zyx":
             raise UsageError(f"--format {args.format} serves zyx volumes; this one has axes {axes!r}")
-        from lazyflow_rbfs.server import BossSettings, PrecomputedSettings
+        from lazyflow_rbfs.testing import BossSettings, PrecomputedSettings
 
         apis = {"boss": BossSettings()} if args.format == "boss" else {"precomputed": PrecomputedSettings()}
     try:
@@ -1085,7 +1085,7 @@ def _install_faults(server: Any, args: argparse.Namespace) -> list[str]:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lazyflow_rbfs.cache import RESTfulBlockwiseFileset
-    from lazyflow_rbfs.server import CutoutServer, sample_volume
+    from lazyflow_rbfs.testing import CutoutServer, sample_volume
 
     shape = tuple(args.shape)
     if len(args.block_shape) != len(shape):

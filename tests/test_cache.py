@@ -26,7 +26,7 @@ from lazyflow_rbfs.errors import (
     RemoteTimeoutError,
 )
 from lazyflow_rbfs.locks import BlockLock
-from lazyflow_rbfs.server import CutoutServer, sample_volume
+from lazyflow_rbfs.testing import CutoutServer, sample_volume
 
 BLOCK = (8, 32, 32)
 SHAPE = (24, 96, 80)  # 3 x 3 x 3 blocks, the last x block is 16 wide

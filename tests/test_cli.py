@@ -20,8 +20,8 @@ import pytest
 from lazyflow_rbfs import cli
 from lazyflow_rbfs.cli import main, parse_roi, parse_shape, resolve_roi
 from lazyflow_rbfs.errors import OutOfBoundsError
-from lazyflow_rbfs.server import CutoutServer, sample_volume
 from lazyflow_rbfs.store import BlockwiseFileset
+from lazyflow_rbfs.testing import CutoutServer, sample_volume
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (16, 64, 64)

@@ -19,7 +19,7 @@ from lazyflow_rbfs.describe import (
     suggest_block_shape,
 )
 from lazyflow_rbfs.errors import DescriptionError, DownloadError
-from lazyflow_rbfs.server import BossSettings, CutoutServer, PrecomputedSettings, sample_volume
+from lazyflow_rbfs.testing import BossSettings, CutoutServer, PrecomputedSettings, sample_volume
 
 SHAPE = (24, 80, 72)
 ORIGIN = (2, 16, 32)

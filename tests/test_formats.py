@@ -17,7 +17,7 @@ import pytest
 from lazyflow_rbfs import RESTfulBlockwiseFileset, RESTfulVolume, description
 from lazyflow_rbfs.errors import DescriptionError, DownloadError, InvalidResponseError, RemoteTimeoutError
 from lazyflow_rbfs.remote import boss, codecs, precomputed, remote_advice, source_url
-from lazyflow_rbfs.server import BossSettings, CutoutServer, PrecomputedSettings, sample_volume
+from lazyflow_rbfs.testing import BossSettings, CutoutServer, PrecomputedSettings, sample_volume
 
 SHAPE = (20, 40, 36)
 ORIGIN = (3, 8, 16)  # z, y, x: a voxel_offset of (16, 8, 3) for precomputed

@@ -24,7 +24,7 @@ from lazyflow_rbfs.errors import (
     RemoteTimeoutError,
 )
 from lazyflow_rbfs.remote import HttpClient, RESTfulVolume
-from lazyflow_rbfs.server import CutoutServer, sample_volume
+from lazyflow_rbfs.testing import CutoutServer, sample_volume
 
 SECRET = "Token s3cr3t-value-never-logged"
 
