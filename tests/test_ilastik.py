@@ -50,6 +50,11 @@ def make_reader(env):
         reader.cleanUp()
 
 
+def _hook_code(env):
+    """The module that holds the hook's code (``lazyflow_rbfs.ilastik`` re-exports its public names)."""
+    return sys.modules[env.hook.install.__module__]
+
+
 def _write_json(path: Path, obj) -> str:
     path.write_text(json.dumps(obj))
     return str(path)
@@ -190,7 +195,7 @@ class _NeverCalled:
 )
 def test_unknown_reader_layouts_fail_loudly(env, monkeypatch, layout, message):
     before = dict(vars(layout))
-    monkeypatch.setattr(env.hook, "_reader_class", lambda: layout)
+    monkeypatch.setattr(_hook_code(env), "_reader_class", lambda: layout)
     with pytest.raises(RuntimeError, match=re.escape(message)):
         env.hook.install()
     assert dict(vars(layout)) == before, "a refused install must patch nothing"
@@ -200,7 +205,7 @@ def test_the_current_reader_layout_is_recognised(env):
     """The check itself accepts the OpInputDataReader at hand (real or double)."""
     cls = env.input_reader_module.OpInputDataReader
     originals = {n: cls.__dict__[n] for n in env.hook.JSON_ATTEMPTS if n in cls.__dict__}
-    env.hook._check_layout(cls, originals)
+    _hook_code(env)._check_layout(cls, originals)
 
 
 def test_non_json_inputs_are_untouched(env, make_reader, files, sample_array):

@@ -19,8 +19,13 @@ SITE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "site")
 #: Top-level module names the double provides (or, for ``quilted``, must keep unimportable).
 TOP_LEVEL = ("lazyflow", "vigra", "ilastik", "ilastik_main", "quilted")
 
-#: Our modules that bind to whichever lazyflow they were imported with.
-BOUND = ("lazyflow_rbfs.operators", "lazyflow_rbfs.ilastik")
+#: Our modules that bind to whichever lazyflow they were imported with (the public names and their code).
+BOUND = (
+    "lazyflow_rbfs.operators",
+    "lazyflow_rbfs.ilastik",
+    "lazyflow_rbfs.integrations.lazyflow",
+    "lazyflow_rbfs.integrations.ilastik",
+)
 
 
 def _covered(name: str, roots: tuple[str, ...]) -> bool:
