@@ -28,9 +28,7 @@ TOKEN = "describe-token-0a1b2c3d4e5f"
 
 @pytest.fixture(scope="module")
 def volume() -> np.ndarray:
-    array = sample_volume(SHAPE, seed=21)
-    array.setflags(write=False)
-    return array
+    return sample_volume(SHAPE, seed=21, writeable=False)
 
 
 @pytest.fixture

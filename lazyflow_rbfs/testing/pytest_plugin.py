@@ -40,9 +40,7 @@ SAMPLE_BLOCK = (8, 16, 16)
 @pytest.fixture(scope="session")
 def sample_array() -> np.ndarray:
     """A deterministic synthetic volume (read-only, shared by all tests of the session)."""
-    array = sample_volume(SAMPLE_SHAPE, seed=7)
-    array.setflags(write=False)
-    return array
+    return sample_volume(SAMPLE_SHAPE, seed=7, writeable=False)
 
 
 @pytest.fixture

@@ -21,7 +21,9 @@ __all__ = ["sample_volume", "split_h5_path", "load_volume", "ServedVolume"]
 _H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
-def sample_volume(shape: Sequence[int] = (64, 256, 256), dtype: Any = np.uint8, seed: int = 0) -> np.ndarray:
+def sample_volume(
+    shape: Sequence[int] = (64, 256, 256), dtype: Any = np.uint8, seed: int = 0, *, writeable: bool = True
+) -> np.ndarray:
     """A deterministic synthetic EM-like volume: smooth blobs, membrane-like dark sheets and texture.
 
     Every voxel also carries a hash of its position, so a block placed at the wrong position (or
@@ -35,9 +37,15 @@ def sample_volume(shape: Sequence[int] = (64, 256, 256), dtype: Any = np.uint8, 
         Integer types use up to 16 bits of their range; floats lie in ``[0, 1]``; bool is a threshold.
     seed:
         Same seed, same volume.
+    writeable:
+        ``False`` gives an array nobody can change, for a volume that many tests share.
     """
-    shape = tuple(int(s) for s in shape)
-    dtype = np.dtype(dtype)
+    array = _synthesize(tuple(int(s) for s in shape), np.dtype(dtype), seed)
+    array.setflags(write=writeable)
+    return array
+
+
+def _synthesize(shape: tuple[int, ...], dtype: np.dtype, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     ndim = len(shape)
     grids = [
