@@ -303,7 +303,7 @@ def write_description_offline(
     Uses :meth:`CutoutServer.write_description`, so the JSON is exactly what the package writes; the
     server only binds a port and is closed without serving (the warm benchmarks never download).
     """
-    from lazyflow_rbfs.server import CutoutServer
+    from lazyflow_rbfs.testing import CutoutServer
 
     fake = np.broadcast_to(np.uint8(0), tuple(int(s) for s in shape))
     server = CutoutServer(fake)
@@ -321,8 +321,8 @@ def write_description_offline(
 def _server_main(conn: Any, spec: dict[str, Any]) -> None:
     """Child process: serve a volume with :class:`CutoutServer`, answer commands over ``conn``."""
     try:
-        from lazyflow_rbfs import server as server_module
-        from lazyflow_rbfs.server import CutoutServer
+        from lazyflow_rbfs.testing import CutoutServer
+        from lazyflow_rbfs.testing import server as server_module
 
         backlog = os.environ.get("RBFS_BENCH_SERVER_BACKLOG")
         if backlog:  # what-if knob for diagnosis only (listen backlog); see README "Findings"
@@ -330,7 +330,7 @@ def _server_main(conn: Any, spec: dict[str, Any]) -> None:
         volume = make_volume(spec["shape"], spec.get("seed", 0), spec.get("kind", "random"))
         apis: dict[str, Any] = {}
         if spec.get("precomputed"):
-            from lazyflow_rbfs.server import PrecomputedSettings
+            from lazyflow_rbfs.testing import PrecomputedSettings
 
             chunk_z, chunk_y, chunk_x = spec["precomputed"]["chunk_zyx"]
             apis["precomputed"] = PrecomputedSettings(
@@ -400,7 +400,7 @@ def _server_main(conn: Any, spec: dict[str, Any]) -> None:
 
 
 class ServerProcess:
-    """A :class:`~lazyflow_rbfs.server.CutoutServer` running in a separate (spawned) process.
+    """A :class:`~lazyflow_rbfs.testing.CutoutServer` running in a separate (spawned) process.
 
     The server's CPU is then not charged to the client being measured. Talk to it with :meth:`call`
     (``"stats"``, ``"reset"``, ``"describe"``, ``"latency"``, ``"wait_requests"``, ``"cpu"``), from one

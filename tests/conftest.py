@@ -1,6 +1,6 @@
-"""Shared fixtures: a real cutout server on 127.0.0.1 (tests/servers.py), and the lazyflow choice."""
+"""Shared fixtures: a real cutout server on 127.0.0.1 (the test kit's plugin), and the lazyflow choice."""
 
-from tests.servers import *  # noqa: F401,F403  (fixtures)
+pytest_plugins = ["lazyflow_rbfs.testing.pytest_plugin"]
 
 
 def pytest_addoption(parser):

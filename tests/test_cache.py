@@ -26,7 +26,7 @@ from lazyflow_rbfs.errors import (
     RemoteTimeoutError,
 )
 from lazyflow_rbfs.locks import BlockLock
-from lazyflow_rbfs.server import CutoutServer, sample_volume
+from lazyflow_rbfs.testing import CutoutServer, sample_volume
 from tests.procfs import HAVE_PROC, open_files_under
 
 BLOCK = (8, 32, 32)

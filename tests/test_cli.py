@@ -17,11 +17,12 @@ import h5py
 import numpy as np
 import pytest
 
-from lazyflow_rbfs import cli
 from lazyflow_rbfs.cli import main, parse_roi, parse_shape, resolve_roi
+from lazyflow_rbfs.cli.commands import read as read_command
+from lazyflow_rbfs.cli.commands import status as status_commands
 from lazyflow_rbfs.errors import OutOfBoundsError
-from lazyflow_rbfs.server import CutoutServer, sample_volume
 from lazyflow_rbfs.store import BlockwiseFileset
+from lazyflow_rbfs.testing import CutoutServer, sample_volume
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (16, 64, 64)
@@ -206,7 +207,7 @@ def test_keyboard_interrupt_exits_130(capsys, monkeypatch, served):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_cmd_info", interrupted)
+    monkeypatch.setattr(status_commands, "_cmd_info", interrupted)
     code, _, err = _run(capsys, "info", served[1])
     assert code == 130
     assert len(_error_lines(err)) == 1
@@ -216,7 +217,7 @@ def test_unexpected_errors_exit_1_in_one_line(capsys, monkeypatch, served):
     def broken(args):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(cli, "_cmd_status", broken)
+    monkeypatch.setattr(status_commands, "_cmd_status", broken)
     code, _, err = _run(capsys, "status", served[1])
     assert code == 1
     _assert_one_line_error(err, "RuntimeError", "boom second line")
@@ -636,7 +637,7 @@ def test_ilastik_unavailable_exits_2(capsys, monkeypatch):
     [(3, 29, 8, 1), (3, 29, 8, 8), (3, 29, 8, 16), (0, 64, 8, 1000), (5, 6, 8, 1), (0, 7, 8, 3)],
 )
 def test_read_slabs_tile_the_roi_on_block_boundaries(start, stop, block, max_rows):
-    slabs = list(cli._slabs(np.array([start, 0]), np.array([stop, 5]), block, max_rows))
+    slabs = list(read_command._slabs(np.array([start, 0]), np.array([stop, 5]), block, max_rows))
     edges = [int(s[0]) for s, _ in slabs] + [int(slabs[-1][1][0])]
     assert edges[0] == start and edges[-1] == stop
     assert all(int(e[0]) == int(s2[0]) for (_, e), (s2, _) in zip(slabs, slabs[1:]))  # contiguous

@@ -19,7 +19,7 @@ from lazyflow_rbfs.describe import (
     suggest_block_shape,
 )
 from lazyflow_rbfs.errors import DescriptionError, DownloadError
-from lazyflow_rbfs.server import BossSettings, CutoutServer, PrecomputedSettings, sample_volume
+from lazyflow_rbfs.testing import BossSettings, CutoutServer, PrecomputedSettings, sample_volume
 
 SHAPE = (24, 80, 72)
 ORIGIN = (2, 16, 32)
@@ -28,9 +28,7 @@ TOKEN = "describe-token-0a1b2c3d4e5f"
 
 @pytest.fixture(scope="module")
 def volume() -> np.ndarray:
-    array = sample_volume(SHAPE, seed=21)
-    array.setflags(write=False)
-    return array
+    return sample_volume(SHAPE, seed=21, writeable=False)
 
 
 @pytest.fixture

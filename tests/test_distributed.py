@@ -33,7 +33,7 @@ from lazyflow_rbfs.distributed import (  # noqa: E402
     to_dask,
 )
 from lazyflow_rbfs.errors import PrefetchError  # noqa: E402
-from tests.servers import SAMPLE_BLOCK, SAMPLE_SHAPE  # noqa: E402
+from lazyflow_rbfs.testing.pytest_plugin import SAMPLE_BLOCK, SAMPLE_SHAPE  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 

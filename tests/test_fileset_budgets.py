@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lazyflow_rbfs import RESTfulBlockwiseFileset
-from lazyflow_rbfs.server import CutoutServer, sample_volume
+from lazyflow_rbfs.testing import CutoutServer, sample_volume
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,7 +17,7 @@ import pytest
 from lazyflow_rbfs import RESTfulBlockwiseFileset, RESTfulVolume, description
 from lazyflow_rbfs.errors import DescriptionError, DownloadError, InvalidResponseError, RemoteTimeoutError
 from lazyflow_rbfs.remote import boss, codecs, precomputed, remote_advice, source_url
-from lazyflow_rbfs.server import BossSettings, CutoutServer, PrecomputedSettings, sample_volume
+from lazyflow_rbfs.testing import BossSettings, CutoutServer, PrecomputedSettings, sample_volume
 
 SHAPE = (20, 40, 36)
 ORIGIN = (3, 8, 16)  # z, y, x: a voxel_offset of (16, 8, 3) for precomputed
@@ -27,23 +27,17 @@ TOKEN = "tok-9f8e7d6c5b4a-secret"
 
 @pytest.fixture(scope="module")
 def volume() -> np.ndarray:
-    array = sample_volume(SHAPE, seed=11)
-    array.setflags(write=False)
-    return array
+    return sample_volume(SHAPE, seed=11, writeable=False)
 
 
 @pytest.fixture
-def serve(volume):
-    servers: list[CutoutServer] = []
+def serve(volume, make_cutout_server):
+    """``make_cutout_server`` serving this module's ``volume`` by default."""
 
     def make(array=None, **options) -> CutoutServer:
-        server = CutoutServer(volume if array is None else array, **options)
-        servers.append(server)
-        return server.start()
+        return make_cutout_server(volume if array is None else array, **options)
 
-    yield make
-    for server in servers:
-        server.close()
+    return make
 
 
 def _has_blosc() -> bool:

@@ -34,7 +34,7 @@ import pytest
 from lazyflow_rbfs import RESTfulBlockwiseFileset, RESTfulVolume, describe
 from lazyflow_rbfs.errors import InvalidResponseError
 from lazyflow_rbfs.remote import codecs, precomputed
-from lazyflow_rbfs.server import CutoutServer, PrecomputedSettings, sample_volume
+from lazyflow_rbfs.testing import CutoutServer, PrecomputedSettings, sample_volume
 
 SHAPE = (16, 16, 16)  # one 4 KiB uint8 block
 ROI = ((0, 0, 0), SHAPE)

@@ -39,7 +39,7 @@ from lazyflow_rbfs.errors import (
 )
 from lazyflow_rbfs.remote import HttpClient, boss
 from lazyflow_rbfs.remote.redaction import scrub_error
-from lazyflow_rbfs.server import BossSettings, CutoutServer, sample_volume
+from lazyflow_rbfs.testing import BossSettings, CutoutServer, sample_volume
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "intern-tok-7c1e9a55d0b3"

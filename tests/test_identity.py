@@ -19,7 +19,7 @@ import pytest
 from lazyflow_rbfs import BlockwiseFileset, RESTfulBlockwiseFileset, description
 from lazyflow_rbfs.cli import main
 from lazyflow_rbfs.errors import CacheWriteError, DescriptionError
-from lazyflow_rbfs.server import CutoutServer, PrecomputedSettings, sample_volume
+from lazyflow_rbfs.testing import CutoutServer, PrecomputedSettings, sample_volume
 
 SHAPE = (16, 48, 40)
 BLOCK = (8, 16, 16)  # 2 x 3 x 3 = 18 blocks, the last x block 8 wide
@@ -598,7 +598,7 @@ def test_shutil_copy_of_a_cache_keeps_its_record(tmp_path):
 
 def test_what_is_and_is_not_part_of_the_identity(tmp_path):
     from lazyflow_rbfs import identity
-    from lazyflow_rbfs.server import BossSettings
+    from lazyflow_rbfs.testing import BossSettings
 
     with CutoutServer(
         volume_of(18), boss=BossSettings(), precomputed=PrecomputedSettings(scales=2)

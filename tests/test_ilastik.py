@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from lazyflow_rbfs import errors
-from tests.servers import SAMPLE_BLOCK, SAMPLE_SHAPE
+from lazyflow_rbfs.testing.pytest_plugin import SAMPLE_BLOCK, SAMPLE_SHAPE
 
 pytest_plugins = ("tests.lazyflow_double.fixtures",)
 

@@ -20,9 +20,9 @@ import pytest
 from lazyflow_rbfs import errors
 from lazyflow_rbfs.cache import RESTfulBlockwiseFileset
 from lazyflow_rbfs.store import BlockwiseFileset
+from lazyflow_rbfs.testing.pytest_plugin import SAMPLE_BLOCK, SAMPLE_SHAPE
 from tests import lazyflow_double
 from tests.procfs import HAVE_PROC, client_sockets_to, open_fds
-from tests.servers import SAMPLE_BLOCK, SAMPLE_SHAPE
 
 pytest_plugins = ("tests.lazyflow_double.fixtures",)
 

@@ -25,7 +25,7 @@ from lazyflow_rbfs.errors import (
     RemoteTimeoutError,
 )
 from lazyflow_rbfs.remote import HttpClient, RESTfulVolume
-from lazyflow_rbfs.server import CutoutServer, sample_volume
+from lazyflow_rbfs.testing import CutoutServer, sample_volume
 from tests.procfs import HAVE_PROC, client_sockets_to
 
 SECRET = "Token s3cr3t-value-never-logged"

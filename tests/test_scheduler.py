@@ -25,7 +25,7 @@ distributed = pytest.importorskip("distributed")
 from lazyflow_rbfs import RESTfulBlockwiseFileset  # noqa: E402
 from lazyflow_rbfs.distributed import parse_scheduler_address, prefetch_on_cluster  # noqa: E402
 from lazyflow_rbfs.errors import ArgumentError, RemoteTimeoutError  # noqa: E402
-from tests.servers import SAMPLE_BLOCK, SAMPLE_SHAPE  # noqa: E402
+from lazyflow_rbfs.testing.pytest_plugin import SAMPLE_BLOCK, SAMPLE_SHAPE  # noqa: E402
 
 pytestmark = pytest.mark.timeout(90)
 

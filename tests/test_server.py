@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from lazyflow_rbfs import description
-from lazyflow_rbfs.server import CutoutServer, run_server, sample_volume
+from lazyflow_rbfs.testing import CutoutServer, run_server, sample_volume
 
 
 def get(url: str, **kwargs) -> requests.Response:

@@ -20,7 +20,7 @@ from lazyflow_rbfs import cli
 from lazyflow_rbfs.cache import RESTfulBlockwiseFileset
 from lazyflow_rbfs.errors import BlockNotReadyError, CacheWriteError
 from lazyflow_rbfs.store import BlockwiseFileset
-from tests.servers import SAMPLE_BLOCK, SAMPLE_SHAPE
+from lazyflow_rbfs.testing.pytest_plugin import SAMPLE_BLOCK, SAMPLE_SHAPE
 
 FIRST = (0, 0, 0)
 FIRST_ROI = ([0, 0, 0], list(SAMPLE_BLOCK))

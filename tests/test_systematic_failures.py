@@ -21,7 +21,7 @@ from lazyflow_rbfs import RESTfulBlockwiseFileset
 from lazyflow_rbfs.cache import DEFAULT_MAX_FAILURES
 from lazyflow_rbfs.cli import main
 from lazyflow_rbfs.errors import ArgumentError, PrefetchError
-from lazyflow_rbfs.server import CutoutServer, sample_volume
+from lazyflow_rbfs.testing import CutoutServer, sample_volume
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,7 +18,7 @@ from tests.lazyflow_double import SITE
 
 #: Top-level modules the double replaces, and our modules that bind to whichever lazyflow they imported.
 REPLACED = ("lazyflow", "vigra", "ilastik")
-BOUND = ("lazyflow_rbfs.operators", "lazyflow_rbfs.ilastik")
+BOUND = ("lazyflow_rbfs.operators", "lazyflow_rbfs.ilastik", "lazyflow_rbfs.integrations")
 
 
 def _modules(roots: tuple[str, ...]) -> list[str]:

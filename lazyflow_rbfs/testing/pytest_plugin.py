@@ -1,10 +1,11 @@
-"""Shared pytest fixtures: real cutout servers on 127.0.0.1 serving small synthetic volumes.
+"""pytest fixtures: real cutout servers on 127.0.0.1 serving small synthetic volumes.
 
-Load as a plugin (``pytest_plugins = ["tests.servers"]``) or star-import it in ``conftest.py``. Fixtures:
+Load as a plugin, in a ``conftest.py``: ``pytest_plugins = ["lazyflow_rbfs.testing.pytest_plugin"]``.
+Fixtures:
 
 * ``sample_array`` — a small deterministic ``uint8`` volume of :data:`SAMPLE_SHAPE` (``zyx``).
 * ``make_cutout_server(volume=None, **options)`` — factory; every server it starts is closed afterwards.
-* ``cutout_server`` — a running :class:`~lazyflow_rbfs.server.CutoutServer` on ``sample_array``.
+* ``cutout_server`` — a running :class:`~lazyflow_rbfs.testing.CutoutServer` on ``sample_array``.
 * ``remote_description_path`` — a remote description JSON for ``cutout_server``.
 * ``composite_description_path`` — a composite description for ``cutout_server`` with blocks of
   :data:`SAMPLE_BLOCK` cached under ``tmp_path / "cache"``.
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lazyflow_rbfs.server import CutoutServer, sample_volume
+from lazyflow_rbfs.testing import CutoutServer, sample_volume
 
 __all__ = [
     "SAMPLE_SHAPE",
@@ -39,9 +40,7 @@ SAMPLE_BLOCK = (8, 16, 16)
 @pytest.fixture(scope="session")
 def sample_array() -> np.ndarray:
     """A deterministic synthetic volume (read-only, shared by all tests of the session)."""
-    array = sample_volume(SAMPLE_SHAPE, seed=7)
-    array.setflags(write=False)
-    return array
+    return sample_volume(SAMPLE_SHAPE, seed=7, writeable=False)
 
 
 @pytest.fixture

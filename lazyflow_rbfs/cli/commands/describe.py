@@ -1,0 +1,30 @@
+"""``rbfs describe``: write a composite description from a remote volume's metadata."""
+
+from __future__ import annotations
+
+import argparse
+
+from lazyflow_rbfs.cli.args import AddCommand, add_request_options
+from lazyflow_rbfs.cli.exits import EXIT_OK
+
+__all__ = ["add_describe"]
+
+
+def add_describe(command: AddCommand) -> None:
+    p = command(
+        "describe", "Write a composite description from a remote volume's metadata (precomputed or Boss)."
+    )
+    from lazyflow_rbfs.describe import add_describe_arguments
+
+    add_describe_arguments(p)
+    add_request_options(p)
+    p.set_defaults(func=_cmd_describe)
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    from lazyflow_rbfs.describe import describe_main
+
+    path = describe_main(args)
+    print(f"wrote {path}")
+    print(f"next: rbfs info {path}")
+    return EXIT_OK
