@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 #: How many failed blocks a :class:`PrefetchReport` describes in full (all are counted).
 MAX_ERROR_DETAILS = 100
 
+#: How many times one read looks again at a block whose file it found missing or unreadable (each look
+#: follows a new publish of the block by someone: a repair, a re-download after an eviction).
+MAX_LOOKS_PER_BLOCK = 4
+
 
 class _Abandoned(Exception):
     """A queued download was dropped because its fileset closed; whoever waits on it claims it again."""
@@ -359,16 +363,42 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             copied.add(block_start)
 
         self._ensure_blocks(blocks(), on_data=take)
-        try:
-            self._read_into(start, stop, out_array, check_status=False, skip=copied)
-        except BlockNotReadyError as exc:
-            # STATUS.txt says available but the block file is missing or unreadable (deleted by hand,
-            # disk trouble): heal the cache by fetching that block again, once.
-            if not self._discard_broken_block(exc.block_start):
-                raise
+        looked: dict[tuple[int, ...], list] = {}
+        while True:
+            try:
+                self._read_into(start, stop, out_array, check_status=False, skip=copied)
+                return out_array
+            except BlockNotReadyError as exc:
+                # STATUS.txt said available but the block file is missing or unreadable: damaged by hand,
+                # or someone is repairing, re-publishing or evicting it right now. Look again.
+                self._look_again(exc, looked)
             self._ensure_blocks(blocks(), on_data=take)
-            self._read_into(start, stop, out_array, check_status=False, skip=copied)
-        return out_array
+
+    def _look_again(self, exc: BlockNotReadyError, looked: dict[tuple[int, ...], list]) -> None:
+        """Decide whether a read that found a block's file missing or unreadable may try again.
+
+        Returns when a retry is justified by progress, having discarded the block if it is still bad;
+        otherwise raises ``exc``. ``looked`` (one dict per read) remembers, per block, what each earlier
+        look found. A retry is justified when the block is missing now (this call or someone else
+        discarded or evicted it; the next ensure downloads it or finds it re-published by someone else),
+        or when its file is good now and is not the very file a retry already failed on. Each of these is
+        a new publish of the block by someone, and :data:`MAX_LOOKS_PER_BLOCK` bounds them, so a read
+        cannot spin.
+        """
+        block_start = tuple(int(x) for x in exc.block_start)
+        seen = looked.setdefault(block_start, [])
+        if len(seen) >= MAX_LOOKS_PER_BLOCK:
+            raise exc
+        try:
+            what, identity = self._discard_broken_block(
+                block_start, lock_timeout=self.lock_timeout, cancel=self._cancel_lock_waits
+            )
+        except LockWaitCancelled:
+            raise ClosedError("the fileset was closed during the read") from exc
+        if what == "intact" and identity in seen:
+            raise exc  # this file checks good yet cannot be read: not something fetching again fixes
+        logger.debug("block %s: %s after a failed read; reading it again", list(block_start), what)
+        seen.append(identity)
 
     def _ensure_blocks(
         self,

@@ -1161,25 +1161,51 @@ class BlockwiseFileset:
             return False
         return bool(locks.BlockLock(paths.lock_path).locked_elsewhere())
 
-    def _discard_broken_block(self, block_start: tuple[int, ...]) -> bool:
-        """Mark a block that claims to be available but whose file is bad as missing again.
+    def _discard_broken_block(
+        self,
+        block_start: tuple[int, ...],
+        *,
+        lock_timeout: float | None = None,
+        cancel: locks.Cancel | None = None,
+    ) -> tuple[str, tuple | None]:
+        """Look again, under the block's lock, at a block a read could not open; discard it if still bad.
 
-        Under the block's lock, and only if the file is still bad. Returns whether anything was removed.
+        A reader that finds an available block's file missing or unreadable may have raced someone who is
+        repairing it, re-publishing it or evicting it: what it saw is not final. Holding the block's lock
+        (so nobody is writing it), this tells the reader what to do next:
+
+        * ``("discarded", None)``: ``STATUS.txt`` was there and the file is still bad; this call removed
+          both, so the block is missing and must be fetched again.
+        * ``("missing", None)``: no ``STATUS.txt``: someone else discarded or evicted it; fetch it again.
+        * ``("intact", identity)``: ``STATUS.txt`` and a good file (someone repaired or re-published it
+          since the read failed); ``identity`` is the file's ``(st_dev, st_ino, st_mtime_ns, st_size)``,
+          so a caller can tell a new file from one that already failed.
+
+        ``lock_timeout`` and ``cancel`` bound the wait for the lock as in :meth:`locks.BlockLock.acquire`.
         """
         paths = self._paths(block_start)
-        with self._block_lock(block_start):
+        lock = self._block_lock(block_start)
+        lock.acquire(timeout=lock_timeout, cancel=cancel)
+        try:
+            if not os.path.exists(paths.status_path):
+                return "missing", None
             problem = self._check_block_file(paths, _ints(block_start), deep=False)
-            if problem is None or not os.path.exists(paths.status_path):
-                return False
+            if problem is None:
+                try:
+                    return "intact", _file_key(os.stat(paths.file_path))
+                except FileNotFoundError:  # only a writer that ignores the lock could do this
+                    problem = "block file missing"
             for path in (paths.status_path, paths.file_path):
                 _remove_quietly(path)
             self._handles.invalidate(paths.file_path)
+        finally:
+            lock.release()
         logger.warning(
             "block %s was marked available but its file is bad (%s); it will be fetched again",
             list(block_start),
             problem,
         )
-        return True
+        return "discarded", None
 
     def _repair_block(
         self, block_start: tuple[int, ...], paths: BlockPaths, bad: bool, report: VerifyReport
