@@ -23,6 +23,7 @@ import math
 import os
 import re
 import secrets
+import signal
 import sys
 import tempfile
 import threading
@@ -73,6 +74,10 @@ class _Unavailable(UsageError):
 
 class _Failure(Exception):
     """A runtime failure already described for the user (exit status 1)."""
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a one-line summary of what was done and what was not (exit status 130)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -678,14 +683,24 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
                 raise UsageError(
                     "--scheduler needs dask.distributed: pip install 'lazyflow_rbfs[distributed]'"
                 ) from exc
-        report = fs.downloadAllBlocks(
-            args.max_parallel,
-            roi=(start, stop),
-            progress=_want_progress(args),
-            raise_on_failure=False,
-            scheduler=args.scheduler or None,
-            batch_size=args.batch_size,
-        )
+        from lazyflow_rbfs.cache import PrefetchInterrupted
+
+        try:
+            report = fs.downloadAllBlocks(
+                args.max_parallel,
+                roi=(start, stop),
+                progress=_want_progress(args),
+                raise_on_failure=False,
+                scheduler=args.scheduler or None,
+                batch_size=args.batch_size,
+            )
+        except PrefetchInterrupted as exc:  # leaving the with-block closes the fileset: no waiting
+            r = exc.report
+            raise _Interrupted(
+                f"prefetch interrupted after {r.seconds:.1f} s: {r.done} of {r.total} blocks done "
+                f"({r.downloaded} downloaded, {r.skipped} already cached, {len(r.failed)} failed); "
+                f"{r.total - r.done} not fetched (run it again to go on)"
+            ) from None
         print(report.summary())
         if not args.scheduler:  # on a cluster the requests are made by the workers
             stats = fs.remote.stats
@@ -1174,9 +1189,54 @@ def _split_ilastik(argv: list[str]) -> list[str] | None:
     return None
 
 
+def _interrupted_text(exc: KeyboardInterrupt, args: argparse.Namespace | None) -> str:
+    if isinstance(exc, _Interrupted):
+        return str(exc)
+    if args is not None and getattr(args, "func", None) is _cmd_read:
+        return f"read interrupted: {args.output} was not written (blocks already downloaded stay cached)"
+    return "interrupted"
+
+
+def _on_second_interrupt(signum: int, frame: Any) -> None:
+    # A second Ctrl-C while the first one is still shutting down: leave now.
+    os.write(2, f"{PROG}: interrupted again; exiting now\n".encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _on_first_interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGINT, _on_second_interrupt)
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupt_handling() -> Iterator[None]:
+    """First Ctrl-C: ``KeyboardInterrupt`` (stop promptly); a second one exits at once with status 130.
+
+    Only when ``main`` runs in the main thread and SIGINT has Python's default handler (an embedding
+    program keeps its own).
+    """
+    install = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    if install:
+        signal.signal(signal.SIGINT, _on_first_interrupt)
+    try:
+        yield
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rbfs`` command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    with _interrupt_handling():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    args = None
     # Until the arguments are parsed (and for ilastik's, which are not), guess -v from the words.
     verbose = any(a in ("-v", "--verbose") for a in argv[: (argv.index("--") if "--" in argv else len(argv))])
     try:
@@ -1192,10 +1252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         verbose = bool(getattr(args, "verbose", False))  # given before or after COMMAND, else absent
         with _logging(verbose):
             return int(args.func(args) or EXIT_OK)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if verbose:
             traceback.print_exc(file=sys.stderr)
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: {_interrupted_text(exc, args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
         if verbose:

@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -247,6 +248,16 @@ class _HandleCache:
         with self._cond:
             self._closed = False
 
+    def _after_fork_in_child(self, reserved: int) -> None:
+        # Only the forking thread lives on in a child: the condition may have been copied held, and the
+        # pins of the other threads are never released. h5py takes its own lock around fork, so the
+        # handles themselves are consistent; keep the cached ones, unpinned, and forget the retired ones.
+        self._cond = threading.Condition()
+        for entry in self._entries.values():
+            entry.pins = 0
+        self._open = len(self._entries)
+        self._reserved = reserved
+
     def acquire(self, path: str) -> _Handle:
         key = _file_key(os.stat(path))
         with self._cond:
@@ -415,6 +426,17 @@ def _undo(files: list[str], dirs: list[str]) -> None:
 # BlockwiseFileset
 # ----------------------------------------------------------------------------------------------------------
 
+#: Every fileset not yet garbage, so that a forked child can reset their locks (see ``_after_fork_in_child``).
+_LIVE_FILESETS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for fileset in list(_LIVE_FILESETS):
+        fileset._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class BlockwiseFileset:
     """A dataset stored as a tree of HDF5 block files, described by a JSON description file.
@@ -493,6 +515,12 @@ class BlockwiseFileset:
         self._user_handles: OrderedDict[str, h5py.File] = OrderedDict()
         self._user_lock = threading.Lock()
         self._closed = False
+        _LIVE_FILESETS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Reset what threads of the parent may have held at the fork (called in a forked child)."""
+        self._user_lock = threading.Lock()
+        self._handles._after_fork_in_child(reserved=len(self._user_handles))
 
     def _init_geometry(self) -> None:
         d = self._description
