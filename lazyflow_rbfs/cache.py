@@ -82,6 +82,56 @@ class PrefetchInterrupted(KeyboardInterrupt):
         self.report = report
 
 
+#: Downloads a read queued: claim → (key, pool, task).
+_Queued = dict[Future, tuple[str, WorkerPool, Task]]
+
+
+class _ForkGate:
+    """Sections of code that no ``fork`` may split: a publish writing a block file through HDF5.
+
+    HDF5 knows open files by inode. A child forked while a block's temp file is open for writing would
+    keep that half-written file open in its copy of the library: opening the published block later
+    would hand it that stale file (wrong or missing dataset), and its exit could flush stale metadata
+    into the block its parent just published. Before a fork, the forking thread waits for the publishes
+    under way (local writes) and keeps new ones from starting until the fork is done.
+
+    Registered here, after ``store`` imported h5py: fork calls "before" hooks in reverse order of
+    registration, so this one waits for publishes before h5py's hook takes the library lock they need.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._active += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._cond:
+            self._active -= 1
+            if not self._active:
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        self._cond.acquire()
+        self._cond.wait_for(lambda: self._active == 0)  # returns holding the lock: no section starts
+
+    def after_fork_in_parent(self) -> None:
+        self._cond.release()
+
+    def after_fork_in_child(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+
+
+_NO_FORK = _ForkGate()
+os.register_at_fork(
+    before=_NO_FORK.before_fork,
+    after_in_parent=_NO_FORK.after_fork_in_parent,
+    after_in_child=_NO_FORK.after_fork_in_child,
+)
+
 _LIVE_FILESETS: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -447,7 +497,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         (``KeyboardInterrupt``), it drops the downloads it queued that have not started.
         """
         waiting: dict[Future, tuple[int, ...]] = {}
-        queued: dict[Future, tuple[str, Task]] = {}  # downloads this call queued, to drop if interrupted
+        queued: _Queued = {}  # the downloads this call queued, dropped if it is interrupted
         try:
             for block_start in block_starts:
                 if self.getBlockStatus(block_start) != self.BLOCK_AVAILABLE:
@@ -480,15 +530,15 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         if first_error is not None:
             raise first_error
 
-    def _drop_queued(self, queued: dict[Future, tuple[str, Task]]) -> None:
-        pool = self._pool
-        for future, (key, task) in queued.items():
-            if pool is not None and not future.done() and pool.cancel(task):
+    @staticmethod
+    def _drop_queued(queued: _Queued) -> None:
+        for future, (key, pool, task) in queued.items():
+            if not future.done() and pool.cancel(task):
                 IN_FLIGHT.finish(
                     key, exc=_Abandoned("the read that queued it was interrupted"), future=future
                 )
 
-    def _request_block(self, block_start: tuple[int, ...], queued: dict | None = None) -> Future:
+    def _request_block(self, block_start: tuple[int, ...], queued: _Queued | None = None) -> Future:
         """The future of ``block_start``'s download in this process, queueing the download if nobody has."""
         key = self._paths(block_start).file_path
         future, owner = IN_FLIGHT.claim(key)
@@ -500,7 +550,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                 raise
             task = self._submit(pool, block_start, key, future, False)
             if task is not None and queued is not None:
-                queued[future] = (key, task)
+                queued[future] = (key, pool, task)
         return future
 
     def _submit(
@@ -595,7 +645,8 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                     raise _Abandoned("the fileset was closed during the download")
                 self._publishing += 1
             try:
-                self._publish_block(block_start, data)
+                with _NO_FORK:
+                    self._publish_block(block_start, data)
             finally:
                 with self._gate:
                     self._publishing -= 1

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from lazyflow_rbfs import RESTfulBlockwiseFileset
-from lazyflow_rbfs.locks import BlockLock
+from lazyflow_rbfs.locks import IN_FLIGHT, BlockLock
 from lazyflow_rbfs.server import CutoutServer, sample_volume
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -261,11 +261,13 @@ def test_eighty_forks_during_reads_never_hang(tmp_path):
                 t.start()
             hung = []
             wrong = []
+            mid_download = 0
             try:
                 for i in range(80):
                     z, y, x = starts[(i * 7) % len(starts)]
                     roi = ((z, y, x), (z + 4, y + 32, x + 32))
                     expected = int(big[z : z + 4, y : y + 32, x : x + 32].astype(np.int64).sum())
+                    mid_download += len(IN_FLIGHT) > 0
                     pid, r = _fork_and_read(vol, roi, expected, (z, y, x))
                     answer = _read_message(r, 20)  # hang guard per child
                     if not answer:
@@ -284,3 +286,4 @@ def test_eighty_forks_during_reads_never_hang(tmp_path):
             assert not hung, f"{len(hung)} of 80 forked children hung (forks {hung[:5]})"
             assert not wrong, wrong[:3]
             assert not errors, errors[:1]
+            assert mid_download >= 20, f"only {mid_download} of 80 forks happened during a download"

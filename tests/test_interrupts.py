@@ -116,6 +116,25 @@ def test_ctrl_c_in_a_read_leaves_the_with_block_and_the_process_promptly(desc, s
     _assert_nothing_trusted(desc, server, volume)
 
 
+DROP_SCRIPT = PRELUDE + textwrap.dedent("""
+    from lazyflow_rbfs import RESTfulBlockwiseFileset
+    from lazyflow_rbfs.locks import IN_FLIGHT
+    vol = RESTfulBlockwiseFileset(sys.argv[1], max_parallel=1, retries=0)
+    try:
+        vol.readData(((0, 0, 0), (24, 96, 80)))
+    except KeyboardInterrupt:
+        print(len(IN_FLIGHT), flush=True)  # downloads still claimed: only the one in flight
+    vol.close()
+""")
+
+
+def test_ctrl_c_in_a_read_drops_the_downloads_it_queued(desc, server):
+    proc = _start([sys.executable, "-c", DROP_SCRIPT, str(desc)])
+    code, out, err, seconds = _interrupt_when_requested(proc, server, 1)
+    assert code == 0, err
+    assert out.split() == ["1"], (out, err)  # 26 of the 27 blocks were queued, never started
+
+
 PREFETCH_SCRIPT = PRELUDE + textwrap.dedent("""
     from lazyflow_rbfs import RESTfulBlockwiseFileset
     vol = RESTfulBlockwiseFileset(sys.argv[1], max_parallel=3, retries=0)
