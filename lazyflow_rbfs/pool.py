@@ -7,8 +7,9 @@ threads the interpreter joins at exit: a download blocked on a hung server would
 * at most ``size`` threads, started on demand and kept while the pool is open (each keeps its HTTP
   connections warm);
 * the threads are daemon threads and nothing joins them: they never delay the interpreter's exit;
-* :meth:`WorkerPool.shutdown` never waits: queued tasks are handed back (their ``drop`` callback runs
-  instead of the task), and a thread still running a task finishes it in the background, then ends;
+* :meth:`WorkerPool.shutdown` never waits for a task: queued tasks are handed back (their ``drop``
+  callback runs instead of the task), and a thread still running a task finishes it in the background,
+  then ends (idle threads are gone when it returns);
 * :meth:`WorkerPool.cancel` drops one queued task (a read that was interrupted);
 * in a forked child the pool starts over empty: its parent's threads do not exist there.
 
@@ -81,7 +82,7 @@ class WorkerPool:
         self._cond = threading.Condition()
         self._queue: deque[Task] = deque()
         self._threads = 0
-        self._idle = 0
+        self._idle: set[threading.Thread] = set()
         self._started = 0
         self._closed = False
         _LIVE_POOLS.add(self)
@@ -109,7 +110,7 @@ class WorkerPool:
             if self._closed:
                 raise PoolClosed(f"the {self.name} pool is shut down")
             self._queue.append(task)
-            if len(self._queue) > self._idle and self._threads < self.size:
+            if len(self._queue) > len(self._idle) and self._threads < self.size:
                 self._start_thread()
             self._cond.notify()
         return task
@@ -123,13 +124,17 @@ class WorkerPool:
             return True
 
     def shutdown(self) -> None:
-        """Stop: drop every queued task (calling its ``drop``), let running ones finish alone. Never waits."""
+        """Stop: drop every queued task (calling its ``drop``), let running ones finish alone.
+
+        Never waits for a task; the threads that were idle have ended when it returns.
+        """
         with self._cond:
             self._closed = True
             dropped = [task for task in self._queue if task.state == _QUEUED]
             for task in dropped:
                 task.state = _DROPPED
             self._queue.clear()
+            idle = list(self._idle)
             self._cond.notify_all()
         for task in dropped:
             if task.drop is not None:
@@ -137,6 +142,8 @@ class WorkerPool:
                     task.drop()
                 except Exception:  # noqa: BLE001 - one owner's failure must not keep others waiting
                     logger.exception("dropping a queued task of the %s pool failed", self.name)
+        for thread in idle:
+            thread.join()  # woken with nothing to do: it ends at once
 
     # -- workers ----------------------------------------------------------------------------------------
 
@@ -162,11 +169,12 @@ class WorkerPool:
                 if self._closed:
                     self._threads -= 1
                     return None
-                self._idle += 1
+                me = threading.current_thread()
+                self._idle.add(me)
                 try:
                     self._cond.wait()
                 finally:
-                    self._idle -= 1
+                    self._idle.discard(me)
 
     def _work(self) -> None:
         while True:
@@ -185,7 +193,7 @@ class WorkerPool:
         self._cond = threading.Condition()
         self._queue = deque()
         self._threads = 0
-        self._idle = 0
+        self._idle = set()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
