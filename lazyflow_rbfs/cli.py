@@ -1230,6 +1230,8 @@ def _interrupt_handling() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rbfs`` command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    if _split_ilastik(list(sys.argv[1:] if argv is None else argv)) is not None:
+        return _main(argv)  # ilastik handles its own signals
     with _interrupt_handling():
         return _main(argv)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from lazyflow_rbfs import RESTfulBlockwiseFileset
+from lazyflow_rbfs.locks import BlockLock
 from lazyflow_rbfs.server import CutoutServer, sample_volume
 
 BLOCK = (8, 32, 32)
@@ -148,16 +149,47 @@ def test_processes_all_read_the_healed_block(damaged, server, volume):
     assert _requests_for_damaged(server) == 1
 
 
-def test_a_block_deleted_under_a_reader_is_fetched_again(server, volume, tmp_path):
-    """The same "look again" path serves a block removed (evicted) between the check and the read."""
+def test_blocks_evicted_under_readers_never_fail_a_read(server, volume, tmp_path):
+    """The same "look again" path serves blocks removed (evicted) between a reader's check and its read."""
     desc = Path(server.write_description(tmp_path / "volume.json", block_shape=BLOCK, cache_dir="cache"))
+    starts = [(z, y, x) for z in (0, 8) for y in (0, 32) for x in (0, 32)]
+    done = threading.Condition()
+    reads = [0]
+    evicting = threading.Event()
+    failures: list[str] = []
+
+    def read() -> None:
+        try:
+            while not evicting.is_set():
+                if not np.array_equal(vol.readData(((0, 0, 0), SHAPE)), volume):
+                    failures.append("wrong voxels")
+                with done:
+                    reads[0] += 1
+                    done.notify_all()
+        except BaseException as exc:  # reported below
+            failures.append(f"{type(exc).__name__}: {exc}")
+            with done:
+                done.notify_all()
+
     with RESTfulBlockwiseFileset(str(desc)) as vol:
         vol.readData(((0, 0, 0), SHAPE))
-        paths = vol._paths(DAMAGED)
-    os.remove(paths.status_path)  # evicted the way an eviction would: STATUS first, then the file
-    os.remove(paths.file_path)
-    Path(paths.status_path).touch()  # ...and a stale STATUS.txt came back (another writer's view)
-    server.reset_stats()
-    with RESTfulBlockwiseFileset(str(desc)) as vol:
-        np.testing.assert_array_equal(vol.readData(((0, 0, 0), SHAPE)), volume)
-    assert server.requests == 1
+        readers = [threading.Thread(target=read) for _ in range(4)]
+        for t in readers:
+            t.start()
+        try:
+            for i in range(60):
+                paths = vol._paths(starts[(i * 5) % len(starts)])
+                with BlockLock(paths.lock_path):  # evicted as an eviction would: under the block's lock
+                    for path in (paths.status_path, paths.file_path):
+                        if os.path.exists(path):
+                            os.remove(path)
+                with done:  # let at least one read happen before the next eviction
+                    seen = reads[0]
+                    assert done.wait_for(lambda s=seen: reads[0] > s or failures, timeout=60)
+                if failures:
+                    break
+        finally:
+            evicting.set()
+            for t in readers:
+                t.join(60)
+    assert failures == [], f"{len(failures)} reads failed, first: {failures[:1]}"
