@@ -47,7 +47,7 @@ from lazyflow_rbfs.errors import (
     SchemaError,
 )
 from lazyflow_rbfs.locks import IN_FLIGHT, BlockLock, Cancel, LockWaitCancelled
-from lazyflow_rbfs.pool import PoolClosed, Task, WorkerPool
+from lazyflow_rbfs.pool import PoolClosed, Task, WorkerPool, wait_for_running_tasks
 from lazyflow_rbfs.remote import RESTfulVolume
 from lazyflow_rbfs.store import BlockwiseFileset
 
@@ -57,6 +57,10 @@ logger = logging.getLogger(__name__)
 
 #: How many failed blocks a :class:`PrefetchReport` describes in full (all are counted).
 MAX_ERROR_DETAILS = 100
+
+#: At interpreter exit, how long to let abandoned downloads end (their HTTP requests are aborted by close())
+#: before the process exits without them.
+EXIT_GRACE_SECONDS = 1.0
 
 #: How many times one read looks again at a block whose file it found missing or unreadable (each look
 #: follows a new publish of the block by someone: a repair, a re-download after an eviction).
@@ -137,13 +141,36 @@ _LIVE_FILESETS: weakref.WeakSet = weakref.WeakSet()
 
 @atexit.register
 def _close_at_exit() -> None:
-    # Worker threads are daemon threads and never hold up the exit; make sure none of them is still
-    # writing a block (or starts to) while the interpreter tears down h5py.
+    """Let the interpreter exit cleanly while download threads are still out.
+
+    Worker threads are daemon threads: nothing joins them, so the exit is never held up by the network.
+    But a worker must not be inside h5py (decoding a response, writing a block) while the interpreter and
+    HDF5 tear down: ended there, it would leave h5py's lock held (the teardown then waits forever) or an
+    HDF5 file open on a Python object (HDF5's own exit handler then crashes closing it). So: close every
+    fileset (no publish is under way or can start; requests in flight are aborted where the HTTP client
+    can), give the abandoned downloads a short grace to end, and if some are still out (blocked on a
+    server that does not answer), keep h5py's lock from then on so none of them can start using h5py.
+    """
     for fileset in list(_LIVE_FILESETS):
         try:
             fileset.close()
         except Exception:  # noqa: BLE001 - exiting anyway
             logger.debug("closing %r at exit failed", fileset, exc_info=True)
+    if wait_for_running_tasks(EXIT_GRACE_SECONDS):
+        _keep_h5py_lock_until_exit()
+
+
+def _keep_h5py_lock_until_exit() -> None:
+    """Take h5py's global lock for the rest of the interpreter's life (called at exit only).
+
+    Held by the main thread (it is re-entrant for it), it lets the teardown use h5py while any worker
+    that would start using h5py waits instead, so none is ended holding it.
+    """
+    try:
+        from h5py._objects import phil
+    except ImportError:  # pragma: no cover - h5py always has it; nothing to protect otherwise
+        return
+    phil.acquire()
 
 
 class BlockList(list):

@@ -22,11 +22,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["WorkerPool", "PoolClosed", "Task"]
+__all__ = ["WorkerPool", "PoolClosed", "Task", "wait_for_running_tasks"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,20 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def wait_for_running_tasks(timeout: float) -> int:
+    """Wait up to ``timeout`` seconds until no pool of this process runs a task; return how many still do.
+
+    For the interpreter's exit only (see the cache's ``_close_at_exit``).
+    """
+    deadline = time.monotonic() + timeout
+    running = 0
+    for pool in list(_LIVE_POOLS):
+        with pool._cond:
+            pool._cond.wait_for(lambda p=pool: p._running == 0, max(0.0, deadline - time.monotonic()))
+            running += pool._running
+    return running
+
+
 class WorkerPool:
     """At most ``size`` daemon threads running submitted tasks in order of submission.
 
@@ -82,6 +97,7 @@ class WorkerPool:
         self._cond = threading.Condition()
         self._queue: deque[Task] = deque()
         self._threads = 0
+        self._running = 0
         self._idle: set[threading.Thread] = set()
         self._started = 0
         self._closed = False
@@ -165,6 +181,7 @@ class WorkerPool:
                     task = self._queue.popleft()
                     if task.state == _QUEUED:
                         task.state = _RUNNING
+                        self._running += 1
                         return task
                 if self._closed:
                     self._threads -= 1
@@ -185,7 +202,12 @@ class WorkerPool:
                 task.run()
             except BaseException:  # noqa: BLE001 - tasks report their own errors; keep the thread alive
                 logger.exception("a task of the %s pool failed", self.name)
-            del task
+            finally:
+                del task
+                with self._cond:
+                    self._running -= 1
+                    if not self._running:
+                        self._cond.notify_all()
 
     def _after_fork_in_child(self) -> None:
         # The parent's workers (and whatever they ran) do not exist here; what they had queued belonged to
@@ -193,6 +215,7 @@ class WorkerPool:
         self._cond = threading.Condition()
         self._queue = deque()
         self._threads = 0
+        self._running = 0
         self._idle = set()
 
     def __repr__(self) -> str:

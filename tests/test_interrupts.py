@@ -281,3 +281,40 @@ def test_rbfs_read_stops_promptly_on_ctrl_c_and_writes_nothing(desc, server, vol
     assert "interrupted" in err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("out", ".out"))) == []
     _assert_nothing_trusted(desc, server, volume)
+
+
+EXIT_WHILE_DECODING_SCRIPT = textwrap.dedent("""
+    import logging, sys, threading
+    from lazyflow_rbfs import RESTfulBlockwiseFileset
+
+    body_in = threading.Event()
+
+    class BodyArrived(logging.Handler):
+        def emit(self, record):
+            if record.name.startswith("lazyflow_rbfs.remote") and "bytes" in record.getMessage():
+                body_in.set()  # the worker has the whole body and now decodes it with h5py
+
+    logging.getLogger("lazyflow_rbfs.remote").addHandler(BodyArrived(logging.DEBUG))
+    logging.getLogger("lazyflow_rbfs.remote").setLevel(logging.DEBUG)
+    vol = RESTfulBlockwiseFileset(sys.argv[1], retries=0)
+    threading.Thread(target=lambda: vol.readData(((0, 0, 0), (64, 256, 512))), daemon=True).start()
+    if not body_in.wait(60):
+        sys.exit("the response never arrived")
+    # exits now, without close(), while the download thread is inside h5py
+""")
+
+
+def test_the_process_exits_cleanly_while_a_download_thread_decodes(tmp_path):
+    big = np.random.default_rng(0).integers(0, 4, (64, 256, 512), dtype=np.uint8)
+    with CutoutServer(big, compression="gzip") as srv:  # a body that takes a while to decode
+        desc = srv.write_description(tmp_path / "big.json", block_shape=big.shape, cache_dir="cache")
+        for attempt in range(4):
+            proc = _start([sys.executable, "-c", EXIT_WHILE_DECODING_SCRIPT, desc])
+            try:
+                out, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+                pytest.fail(f"the process hung at exit (attempt {attempt}); stderr: {err[-2000:]}")
+            assert proc.returncode == 0, (attempt, proc.returncode, err[-2000:])
+    assert sorted((tmp_path / "cache").rglob("*.partial")) == []
