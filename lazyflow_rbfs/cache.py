@@ -10,12 +10,19 @@ How a block gets into the cache (see DESIGN.md, "Concurrency model"):
 3. Holding the lock, it checks ``STATUS.txt`` again, downloads and validates the block, writes it to a
    temporary file, renames it into place, writes ``STATUS.txt`` and releases the lock.
 
-Only the download tasks touch the network, on one bounded pool of ``max_parallel`` threads per fileset;
-callers of :meth:`RESTfulBlockwiseFileset.readData` only wait on futures.
+Only the download tasks touch the network, on one bounded pool of ``max_parallel`` daemon threads per
+fileset (:class:`~lazyflow_rbfs.pool.WorkerPool`); callers of :meth:`RESTfulBlockwiseFileset.readData`
+only wait on futures.
+
+``close()`` (and a Ctrl-C) never waits for the network: queued downloads are dropped, the downloads in
+flight are abandoned (their waiters are woken, their block locks released, and they can no longer
+publish), and the worker threads left blocked on a slow server end on their own without holding up
+the interpreter's exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
@@ -23,7 +30,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -42,11 +49,12 @@ from lazyflow_rbfs.errors import (
     ReadOnlyError,
     SchemaError,
 )
-from lazyflow_rbfs.locks import IN_FLIGHT, Cancel, LockWaitCancelled
+from lazyflow_rbfs.locks import IN_FLIGHT, BlockLock, Cancel, LockWaitCancelled
+from lazyflow_rbfs.pool import PoolClosed, Task, WorkerPool, wait_for_running_tasks
 from lazyflow_rbfs.remote import RESTfulVolume
 from lazyflow_rbfs.store import BlockwiseFileset
 
-__all__ = ["RESTfulBlockwiseFileset", "PrefetchReport", "BlockList"]
+__all__ = ["RESTfulBlockwiseFileset", "PrefetchReport", "PrefetchInterrupted", "BlockList"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,29 +71,119 @@ _CACHE_WRITE_ERRNOS = frozenset(
     for code in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", None))
     if code is not None
 )
+#: At interpreter exit, how long to let abandoned downloads end (their HTTP requests are aborted by close())
+#: before the process exits without them.
+EXIT_GRACE_SECONDS = 1.0
+
+#: How many times one read looks again at a block whose file it found missing or unreadable (each look
+#: follows a new publish of the block by someone: a repair, a re-download after an eviction).
+MAX_LOOKS_PER_BLOCK = 4
 
 
 class _Abandoned(Exception):
-    """A queued download was dropped because its fileset closed; whoever waits on it claims it again."""
+    """A download was dropped (its fileset closed, or the read that queued it was interrupted).
 
-    def __init__(self, message: str, fileset: object = None) -> None:
+    Whoever waits on it claims the block again, unless it is a fileset that is closing itself.
+    """
+
+
+class PrefetchInterrupted(KeyboardInterrupt):
+    """A Ctrl-C stopped :meth:`RESTfulBlockwiseFileset.downloadBlocks`; ``report`` says how far it got.
+
+    A :class:`KeyboardInterrupt`, so ``except KeyboardInterrupt`` catches it as before. Blocks neither
+    done nor failed (``report.total - report.done``) were not fetched.
+    """
+
+    def __init__(self, message: str, report: PrefetchReport) -> None:
         super().__init__(message)
-        self.fileset = fileset
+        self.report = report
 
+
+#: Downloads a read queued: claim → (key, pool, task).
+_Queued = dict[Future, tuple[str, WorkerPool, Task]]
+
+
+class _ForkGate:
+    """Sections of code that no ``fork`` may split: a publish writing a block file through HDF5.
+
+    HDF5 knows open files by inode. A child forked while a block's temp file is open for writing would
+    keep that half-written file open in its copy of the library: opening the published block later
+    would hand it that stale file (wrong or missing dataset), and its exit could flush stale metadata
+    into the block its parent just published. Before a fork, the forking thread waits for the publishes
+    under way (local writes) and keeps new ones from starting until the fork is done.
+
+    Registered here, after ``store`` imported h5py: fork calls "before" hooks in reverse order of
+    registration, so this one waits for publishes before h5py's hook takes the library lock they need.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._active += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._cond:
+            self._active -= 1
+            if not self._active:
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        self._cond.acquire()
+        self._cond.wait_for(lambda: self._active == 0)  # returns holding the lock: no section starts
+
+    def after_fork_in_parent(self) -> None:
+        self._cond.release()
+
+    def after_fork_in_child(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+
+
+_NO_FORK = _ForkGate()
+os.register_at_fork(
+    before=_NO_FORK.before_fork,
+    after_in_parent=_NO_FORK.after_fork_in_parent,
+    after_in_child=_NO_FORK.after_fork_in_child,
+)
 
 _LIVE_FILESETS: weakref.WeakSet = weakref.WeakSet()
 
 
-def _after_fork_in_child() -> None:
-    # The parent's download threads do not exist in a forked child: start with fresh executors.
+@atexit.register
+def _close_at_exit() -> None:
+    """Let the interpreter exit cleanly while download threads are still out.
+
+    Worker threads are daemon threads: nothing joins them, so the exit is never held up by the network.
+    But a worker must not be inside h5py (decoding a response, writing a block) while the interpreter and
+    HDF5 tear down: ended there, it would leave h5py's lock held (the teardown then waits forever) or an
+    HDF5 file open on a Python object (HDF5's own exit handler then crashes closing it). So: close every
+    fileset (no publish is under way or can start; requests in flight are aborted where the HTTP client
+    can), give the abandoned downloads a short grace to end, and if some are still out (blocked on a
+    server that does not answer), keep h5py's lock from then on so none of them can start using h5py.
+    """
     for fileset in list(_LIVE_FILESETS):
-        fileset._executor = None
-        fileset._executor_mutex = threading.Lock()
-        fileset._prefetch_executors = set()
-        fileset._cancel_lock_waits = Cancel()
+        try:
+            fileset.close()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            logger.debug("closing %r at exit failed", fileset, exc_info=True)
+    if wait_for_running_tasks(EXIT_GRACE_SECONDS):
+        _keep_h5py_lock_until_exit()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _keep_h5py_lock_until_exit() -> None:
+    """Take h5py's global lock for the rest of the interpreter's life (called at exit only).
+
+    Held by the main thread (it is re-entrant for it), it lets the teardown use h5py while any worker
+    that would start using h5py waits instead, so none is ended holding it.
+    """
+    try:
+        from h5py._objects import phil
+    except ImportError:  # pragma: no cover - h5py always has it; nothing to protect otherwise
+        return
+    phil.acquire()
 
 
 class BlockList(list):
@@ -385,13 +483,10 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         self.max_parallel = max_parallel
         self.lock_timeout = lock_timeout
         self.progress = progress
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_mutex = threading.Lock()
-        self._prefetch_executors: set[ThreadPoolExecutor] = set()
+        self._init_download_state()
         self._closing = False
-        self._cancel_lock_waits = Cancel()  # close() ends waits on other processes' locks
+        self._generation = 0  # bumped by close(): downloads started before cannot publish after
         _LIVE_FILESETS.add(self)
-        self._counter_mutex = threading.Lock()
         self.blocks_downloaded = 0
 
     def _check_cache_root(self) -> None:
@@ -415,6 +510,26 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             recorded = identity.check(self._root_dir, self._volume_identity, self._descriptionFilePath)
             self._volume_confirmed = recorded is not None
         return result
+
+    def _init_download_state(self) -> None:
+        """Locks, pools and bookkeeping of the downloads (new ones in a forked child, see below)."""
+        self._pool: WorkerPool | None = None
+        self._pool_mutex = threading.Lock()
+        self._prefetch_pools: set[WorkerPool] = set()
+        self._cancel_lock_waits = Cancel()  # close() ends waits on other processes' locks
+        self._counter_mutex = threading.Lock()
+        # The gate: close() waits for publishes under way (local writes only) and then lets none start;
+        # it abandons the downloads still in flight (wakes their waiters, releases their locks).
+        self._gate = threading.Condition()
+        self._publishing = 0
+        self._in_flight: dict[Future, tuple[str, BlockLock | None]] = {}  # claim -> (key, lock held)
+
+    def _after_fork_in_child(self) -> None:
+        # Only the forking thread lives on in a child. The parent's download threads, their queues and
+        # whatever locks they held at the fork are not ours: start afresh. (Their lock descriptors were
+        # closed by locks.py; the in-flight table was reset.)
+        super()._after_fork_in_child()
+        self._init_download_state()
 
     def _open_remote(self) -> RESTfulVolume:
         options = self._open_args[1]
@@ -490,16 +605,42 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             copied.add(block_start)
 
         self._ensure_blocks(blocks(), on_data=take)
-        try:
-            self._read_into(start, stop, out_array, check_status=False, skip=copied)
-        except BlockNotReadyError as exc:
-            # STATUS.txt says available but the block file is missing or unreadable (deleted by hand,
-            # disk trouble): heal the cache by fetching that block again, once.
-            if not self._discard_broken_block(exc.block_start):
-                raise
+        looked: dict[tuple[int, ...], list] = {}
+        while True:
+            try:
+                self._read_into(start, stop, out_array, check_status=False, skip=copied)
+                return out_array
+            except BlockNotReadyError as exc:
+                # STATUS.txt said available but the block file is missing or unreadable: damaged by hand,
+                # or someone is repairing, re-publishing or evicting it right now. Look again.
+                self._look_again(exc, looked)
             self._ensure_blocks(blocks(), on_data=take)
-            self._read_into(start, stop, out_array, check_status=False, skip=copied)
-        return out_array
+
+    def _look_again(self, exc: BlockNotReadyError, looked: dict[tuple[int, ...], list]) -> None:
+        """Decide whether a read that found a block's file missing or unreadable may try again.
+
+        Returns when a retry is justified by progress, having discarded the block if it is still bad;
+        otherwise raises ``exc``. ``looked`` (one dict per read) remembers, per block, what each earlier
+        look found. A retry is justified when the block is missing now (this call or someone else
+        discarded or evicted it; the next ensure downloads it or finds it re-published by someone else),
+        or when its file is good now and is not the very file a retry already failed on. Each of these is
+        a new publish of the block by someone, and :data:`MAX_LOOKS_PER_BLOCK` bounds them, so a read
+        cannot spin.
+        """
+        block_start = tuple(int(x) for x in exc.block_start)
+        seen = looked.setdefault(block_start, [])
+        if len(seen) >= MAX_LOOKS_PER_BLOCK:
+            raise exc
+        try:
+            what, identity = self._discard_broken_block(
+                block_start, lock_timeout=self.lock_timeout, cancel=self._cancel_lock_waits
+            )
+        except LockWaitCancelled:
+            raise ClosedError("the fileset was closed during the read") from exc
+        if what == "intact" and identity in seen:
+            raise exc  # this file checks good yet cannot be read: not something fetching again fixes
+        logger.debug("block %s: %s after a failed read; reading it again", list(block_start), what)
+        seen.append(identity)
 
     def _ensure_blocks(
         self,
@@ -509,85 +650,144 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         """Return once every block in ``block_starts`` is available; raise the first failure.
 
         ``on_data(block_start, array)`` is called, in this thread and in completion order, for each block
-        downloaded meanwhile, with its validated array (which is then no longer held).
+        downloaded meanwhile, with its validated array (which is then no longer held). Interrupted
+        (``KeyboardInterrupt``), it drops the downloads it queued that have not started.
         """
         waiting: dict[Future, tuple[int, ...]] = {}
-        for block_start in block_starts:
-            if self.getBlockStatus(block_start) != self.BLOCK_AVAILABLE:
-                waiting[self._request_block(block_start, self._get_executor())] = block_start
-        first_error: BaseException | None = None
-        while waiting:
-            done, _ = wait(waiting, return_when=FIRST_COMPLETED)
-            for future in done:
-                block_start = waiting.pop(future)
-                try:
-                    _, data = future.result()
-                except _Abandoned as exc:
-                    if exc.fileset is self or self._closing:
-                        first_error = first_error or ClosedError("the fileset was closed during the download")
-                    else:  # another fileset that was downloading it closed: fetch it ourselves
-                        waiting[self._request_block(block_start, self._get_executor())] = block_start
-                    continue
-                except Exception as exc:  # noqa: BLE001 - raised below, once every wait has ended
-                    first_error = first_error or exc
-                    continue
-                if data is not None and on_data is not None:
-                    on_data(block_start, data)
+        queued: _Queued = {}  # the downloads this call queued, dropped if it is interrupted
+        try:
+            for block_start in block_starts:
+                if self.getBlockStatus(block_start) != self.BLOCK_AVAILABLE:
+                    waiting[self._request_block(block_start, queued)] = block_start
+            first_error: BaseException | None = None
+            while waiting:
+                done, _ = wait(waiting, return_when=FIRST_COMPLETED)
+                for future in done:
+                    block_start = waiting.pop(future)
+                    queued.pop(future, None)  # (holds the block's array until popped)
+                    try:
+                        _, data = future.result()
+                    except _Abandoned:
+                        if self._closing:
+                            first_error = first_error or ClosedError(
+                                "the fileset was closed during the download"
+                            )
+                        else:  # dropped by another fileset's close or another read's interrupt: fetch it
+                            waiting[self._request_block(block_start, queued)] = block_start
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - raised below, once every wait has ended
+                        first_error = first_error or exc
+                        continue
+                    if data is not None and on_data is not None:
+                        on_data(block_start, data)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # KeyboardInterrupt: nobody asked for what is still queued
+                self._drop_queued(queued)
+            raise
         if first_error is not None:
             raise first_error
 
-    def _request_block(self, block_start: tuple[int, ...], executor: ThreadPoolExecutor) -> Future:
+    @staticmethod
+    def _drop_queued(queued: _Queued) -> None:
+        for future, (key, pool, task) in queued.items():
+            if not future.done() and pool.cancel(task):
+                IN_FLIGHT.finish(
+                    key, exc=_Abandoned("the read that queued it was interrupted"), future=future
+                )
+
+    def _request_block(self, block_start: tuple[int, ...], queued: _Queued | None = None) -> Future:
+        """The future of ``block_start``'s download in this process, queueing the download if nobody has."""
         key = self._paths(block_start).file_path
         future, owner = IN_FLIGHT.claim(key)
         if owner:
             try:
-                executor.submit(self._download_task, block_start, key, executor, False)
-            except Exception as exc:  # executor shut down under us (close, interpreter exit)
-                IN_FLIGHT.finish(key, exc=ClosedError(f"cannot download block {block_start}: {exc}"))
-            except BaseException as exc:  # KeyboardInterrupt: let other waiters claim it again
-                IN_FLIGHT.finish(key, exc=_Abandoned(str(exc) or type(exc).__name__, self))
+                pool = self._get_pool()
+            except BaseException as exc:  # closed under us: let other waiters claim it again
+                IN_FLIGHT.finish(key, exc=_Abandoned(str(exc) or type(exc).__name__), future=future)
                 raise
+            task = self._submit(pool, block_start, key, future, False)
+            if task is not None and queued is not None:
+                queued[future] = (key, pool, task)
         return future
 
+    def _submit(
+        self, pool: WorkerPool, block_start: tuple[int, ...], key: str, future: Future, wait_for_lock: bool
+    ) -> Task | None:
+        """Queue the download of a block claimed as ``future``; a pool shut down ends the claim."""
+        drop = partial(self._abandon_claim, key, future, "the fileset was closed")
+        try:
+            return pool.submit(
+                partial(self._download_task, block_start, key, future, pool, wait_for_lock), drop=drop
+            )
+        except PoolClosed:
+            drop()
+            return None
+        except BaseException as exc:  # e.g. KeyboardInterrupt: let other waiters claim it again
+            self._abandon_claim(key, future, str(exc) or type(exc).__name__)
+            raise
+
+    @staticmethod
+    def _abandon_claim(key: str, future: Future, why: str) -> None:
+        IN_FLIGHT.finish(key, exc=_Abandoned(why), future=future)
+
     def _download_task(
-        self, block_start: tuple[int, ...], key: str, executor: ThreadPoolExecutor, wait_for_lock: bool
+        self,
+        block_start: tuple[int, ...],
+        key: str,
+        future: Future,
+        pool: WorkerPool,
+        wait_for_lock: bool,
     ) -> None:
         try:
-            outcome, data = self._fetch_block(block_start, wait_for_lock)
+            outcome, data = self._fetch_block(block_start, future, wait_for_lock)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter through the future
-            IN_FLIGHT.finish(key, exc=exc)
+            if self._closing and not isinstance(exc, _Abandoned):
+                # close() abandoned this request (and may have aborted it): not a download failure.
+                logger.debug("download of block %s abandoned at close: %s", list(block_start), exc)
+                exc = _Abandoned("the fileset was closed during the download")
+            IN_FLIGHT.finish(key, exc=exc, future=future)
             return
         if outcome == "busy":
             # Another process is downloading it: let blocks nobody else is fetching go first.
-            try:
-                executor.submit(self._download_task, block_start, key, executor, True)
-            except RuntimeError as exc:  # executor shut down
-                IN_FLIGHT.finish(key, exc=_Abandoned(str(exc), self))
+            self._submit(pool, block_start, key, future, True)
             return
-        IN_FLIGHT.finish(key, result=(outcome, data))
+        IN_FLIGHT.finish(key, result=(outcome, data), future=future)
 
     def _fetch_block(
-        self, block_start: tuple[int, ...], wait_for_lock: bool
+        self, block_start: tuple[int, ...], future: Future, wait_for_lock: bool
     ) -> tuple[str, np.ndarray | None]:
         """Make one block available.
 
         Returns ``("downloaded", data)`` with the published block's array, or ``("present", None)``
         (someone else published it), or ``("busy", None)`` (another process holds its lock; not waited for).
+        Raises :class:`_Abandoned` when the fileset closes first.
         """
-        if self._closing:
-            raise _Abandoned("the fileset was closed", self)
-        if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
-            return "present", None
-        lock = self._block_lock(block_start)
-        if wait_for_lock:
-            logger.debug("block %s is being downloaded by another process; waiting for it", list(block_start))
-            try:
-                lock.acquire(timeout=self.lock_timeout, cancel=self._cancel_lock_waits)
-            except LockWaitCancelled:
-                raise _Abandoned("the fileset was closed", self) from None
-        elif not lock.acquire(blocking=False):
-            return "busy", None
+        with self._gate:
+            if self._closing:
+                raise _Abandoned("the fileset was closed")
+            generation = self._generation
+            key = self._paths(block_start).file_path
+            self._in_flight[future] = (key, None)
+        held: BlockLock | None = None
         try:
+            if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
+                return "present", None
+            lock = self._block_lock(block_start)
+            if wait_for_lock:
+                logger.debug(
+                    "block %s is being downloaded by another process; waiting for it", list(block_start)
+                )
+                try:
+                    lock.acquire(timeout=self.lock_timeout, cancel=self._cancel_lock_waits)
+                except LockWaitCancelled:
+                    raise _Abandoned("the fileset was closed") from None
+            elif not lock.acquire(blocking=False):
+                return "busy", None
+            held = lock
+            with self._gate:
+                if generation != self._generation:
+                    raise _Abandoned("the fileset was closed")
+                self._in_flight[future] = (key, lock)  # close() releases it
             if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
                 return "present", None
             disk_start, disk_stop = self._disk_block_roi(block_start)
@@ -595,21 +795,36 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                 "downloading block %s (disk %s)", block_start, geometry.roi_string(disk_start, disk_stop)
             )
             data = self._remoteVolume.fetch((disk_start, disk_stop))
-            self._publish_block(block_start, data)
+            with self._gate:
+                # Past this point close() waits for the publish; before it, close() wins and the block is
+                # left to the next download.
+                if generation != self._generation:
+                    raise _Abandoned("the fileset was closed during the download")
+                self._publishing += 1
+            try:
+                with _NO_FORK:
+                    self._publish_block(block_start, data)
+            finally:
+                with self._gate:
+                    self._publishing -= 1
+                    self._gate.notify_all()
         finally:
-            lock.release()
+            with self._gate:
+                self._in_flight.pop(future, None)
+            if held is not None:
+                held.release()  # does nothing if close() released it already
         with self._counter_mutex:
             self.blocks_downloaded += 1
         return "downloaded", data
 
-    def _get_executor(self) -> ThreadPoolExecutor:
+    def _get_pool(self) -> WorkerPool:
         self._check_open()
-        with self._executor_mutex:
+        with self._pool_mutex:
             if self._closing:
                 raise ClosedError(f"I/O on a closing fileset ({self._descriptionFilePath})")
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.max_parallel, thread_name_prefix="rbfs-download")
-            return self._executor
+            if self._pool is None:
+                self._pool = WorkerPool(self.max_parallel, "rbfs-download")
+            return self._pool
 
     # ------------------------------------------------------------------ prefetching
 
@@ -753,46 +968,30 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         mutex = threading.Lock()
         window = threading.Semaphore(max_parallel * 4)
         stop = threading.Event()  # set when the failures are systematic: start no further block
-        stop_token = object()  # marks the downloads this call dropped when it stopped
         dropped = [0]
-
-        def start(block_start: tuple[int, ...], key: str) -> None:
-            # A download still queued when the call stops is dropped, not started; whoever else waits on it
-            # (a reader, another fileset) sees an _Abandoned of no fileset of theirs and claims it again.
-            if stop.is_set():
-                IN_FLIGHT.finish(key, exc=_Abandoned("the prefetch stopped early", stop_token))
-                return
-            self._download_task(block_start, key, executor, False)
 
         def watch(block_start: tuple[int, ...]) -> None:
             # Holds one window slot until record() has counted the block.
             key = self._paths(block_start).file_path
             future, owner = IN_FLIGHT.claim(key)
             if owner:
-                try:
-                    executor.submit(start, block_start, key)
-                except RuntimeError as exc:
-                    # close() shut this pool down between the loop's check and here: the block is
-                    # counted as closed (record() turns _Abandoned of ours into ClosedError).
-                    IN_FLIGHT.finish(key, exc=_Abandoned(str(exc), self))
-                except BaseException as exc:
-                    IN_FLIGHT.finish(key, exc=_Abandoned(str(exc) or type(exc).__name__, self))
-                    raise
+                # A pool that was shut down (close(), an interrupt, an early stop) between the loop's check
+                # and here ends the claim with _Abandoned: record() sorts it out.
+                self._submit(pool, block_start, key, future, False)
             future.add_done_callback(lambda f, b=block_start, o=owner: record(b, o, f))
 
         def record(block_start: tuple[int, ...], owner: bool, future: Future) -> None:
             exc = future.exception()
-            if isinstance(exc, _Abandoned) and (
-                exc.fileset is stop_token or (stop.is_set() and exc.fileset is not self)
-            ):
-                # Dropped because this call stopped early (or, after that, by another one): not attempted.
-                with mutex:
-                    dropped[0] += 1
-                window.release()
-                return
-            if isinstance(exc, _Abandoned) and exc.fileset is not self and not self._closing:
+            if isinstance(exc, _Abandoned) and not self._closing:
+                if pool.closed:
+                    # This call was interrupted or stopped early and its pool dropped the queued download:
+                    # the block is neither done nor failed (not attempted).
+                    with mutex:
+                        dropped[0] += 1
+                    window.release()
+                    return
                 try:
-                    watch(block_start)  # another fileset dropped it: fetch it ourselves (keeps the slot)
+                    watch(block_start)  # someone else dropped it: fetch it ourselves (keeps the slot)
                     return
                 except BaseException as again:  # noqa: BLE001 - counted as this block's failure
                     exc = again
@@ -823,13 +1022,18 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                 logger.warning("block %s failed: %s", list(block_start), exc)
             if reason is not None:
                 logger.warning("stopping the prefetch early: %s", reason)
+                # Drop the queued downloads now (never waits: running ones finish and are recorded).
+                pool.shutdown()
             tick(done)
 
-        executor = ThreadPoolExecutor(max_parallel, thread_name_prefix="rbfs-prefetch")
-        with self._executor_mutex:
+        pool = WorkerPool(max_parallel, "rbfs-prefetch")
+        with self._pool_mutex:
             self._check_open()
-            self._prefetch_executors.add(executor)
+            if self._closing:
+                raise ClosedError(f"I/O on a closing fileset ({self._descriptionFilePath})")
+            self._prefetch_pools.add(pool)
         stopped_before_the_end = False
+        interrupted: KeyboardInterrupt | None = None
         try:
             for block_start in block_starts:
                 if self._closing:
@@ -853,16 +1057,23 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             # Wait for the tail: every submission holds a window slot until it is recorded.
             for _ in range(max_parallel * 4):
                 window.acquire()
+        except KeyboardInterrupt as exc:
+            interrupted = exc
         finally:
-            executor.shutdown(wait=True)
-            with self._executor_mutex:
-                self._prefetch_executors.discard(executor)
+            # Never waits: after an interrupt the queued blocks are dropped and the ones in flight go on
+            # alone (close() abandons them).
+            pool.shutdown()
+            with self._pool_mutex:
+                self._prefetch_pools.discard(pool)
             report.seconds = time.monotonic() - t0
             report.total = max(report.total, report.done)
             if report.stop_reason is not None and not (stopped_before_the_end or dropped[0]):
                 report.stop_reason = None  # the stop came with the last blocks: nothing was left out
             if bar is not None:
                 bar.close()
+        if interrupted is not None:
+            logger.info("prefetch interrupted: %s", report.summary())
+            raise PrefetchInterrupted(f"prefetch interrupted: {report.summary()}", report) from interrupted
         return _finish_report(report, raise_on_failure, "prefetch")
 
     def to_dask(self, **options: Any) -> Any:
@@ -897,17 +1108,33 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         return super().purgeAllLocks()
 
     def close(self) -> None:
-        """Stop downloading (queued blocks are dropped, running ones finish) and close every file."""
-        self._closing = True
+        """Stop downloading and close every file, without waiting for the network.
+
+        Queued downloads are dropped; downloads in flight are abandoned: whoever waits for them is woken
+        (a read or prefetch of this fileset raises :class:`~lazyflow_rbfs.errors.ClosedError`, another
+        fileset fetches the block itself), their block locks are released at once, and they can no
+        longer publish. Only a publish already writing to the local disk is waited for (it completes
+        atomically). Their threads may stay blocked on a slow server in the background; they never hold
+        up the interpreter's exit. Idempotent.
+        """
+        with self._gate:
+            self._closing = True
+            self._generation += 1
         self._cancel_lock_waits.cancel()  # a worker waiting on another process's lock stops at once
-        with self._executor_mutex:
-            executor, self._executor = self._executor, None
-            prefetches = list(self._prefetch_executors)
-        if executor is not None:
-            executor.shutdown(wait=True)
-        for prefetch in prefetches:  # downloadBlocks running in other threads: let running ones finish
-            prefetch.shutdown(wait=True)
-        self._remoteVolume.close()
+        with self._pool_mutex:
+            pools = [self._pool, *self._prefetch_pools]
+            self._pool = None
+        for pool in pools:  # downloadBlocks running in other threads stop too
+            if pool is not None:
+                pool.shutdown()  # queued downloads are dropped: their waiters are woken now
+        with self._gate:
+            self._gate.wait_for(lambda: self._publishing == 0)
+            abandoned = list(self._in_flight.items())
+        for future, (key, lock) in abandoned:
+            if lock is not None:
+                lock.abandon()  # another process may fetch the block now; ours can no longer publish
+            IN_FLIGHT.finish(key, exc=_Abandoned("the fileset was closed during the download"), future=future)
+        self._remoteVolume.close()  # (aborts the requests still in flight where the HTTP client can)
         super().close()
 
     def reopen(self, mode: str = "r") -> None:
@@ -919,7 +1146,8 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         if self._remoteVolume.closed:  # close() closed its HTTP sessions
             self._remoteVolume = self._open_remote()
         self._cancel_lock_waits = Cancel()
-        self._closing = False
+        with self._gate:
+            self._closing = False
 
 
 def _finish_report(report: PrefetchReport, raise_on_failure: bool, what: str) -> PrefetchReport:

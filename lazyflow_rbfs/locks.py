@@ -9,6 +9,13 @@ upstream lazyflow never mistakes one for its own lock.
 
 ``InFlight`` lets threads of one process share a single download per block: the first to claim a key
 owns the work, later claimers wait on the same future and are woken the moment it is finished.
+
+Fork: an flock belongs to the open file description, which a forked child shares with its parent. A child
+that kept an inherited lock descriptor would hold its parent's lock for as long as it lives (and wait
+forever on itself if it wanted the same block). Every lock-file descriptor this module opens is therefore
+registered, and a forked child closes them all at once (closing a shared description's descriptor in the
+child leaves the parent's lock alone: the lock goes only when the last descriptor of the description is
+closed, and the parent still has its own). ``O_CLOEXEC`` covers ``exec`` only.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import logging
 import os
 import threading
 from collections.abc import Hashable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 
 from lazyflow_rbfs.errors import CacheWriteError, LockTimeoutError
 
@@ -32,11 +39,58 @@ logger = logging.getLogger(__name__)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
+class _Descriptors:
+    """The lock-file descriptors this process has open (held, being taken or probed), for fork.
+
+    Opening and registering, and unregistering and closing, happen under one mutex that a fork takes
+    first, so a forked child sees every such descriptor and no half-registered one.
+    """
+
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
+        self.fds: set[int] = set()
+
+    def open(self, path: str, flags: int) -> int:
+        with self.mutex:
+            fd = os.open(path, flags | os.O_CLOEXEC, 0o644)
+            self.fds.add(fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        with self.mutex:
+            self.fds.discard(fd)
+            os.close(fd)
+
+    def before_fork(self) -> None:
+        self.mutex.acquire()
+
+    def after_fork_in_parent(self) -> None:
+        self.mutex.release()
+
+    def after_fork_in_child(self) -> None:
+        # Close without unlocking: LOCK_UN would release the parent's lock too (same description).
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = set()
+        self.mutex = threading.Lock()
+
+
+_DESCRIPTORS = _Descriptors()
+os.register_at_fork(
+    before=_DESCRIPTORS.before_fork,
+    after_in_parent=_DESCRIPTORS.after_fork_in_parent,
+    after_in_child=_DESCRIPTORS.after_fork_in_child,
+)
+
+
 def _open_and_lock(path: str, blocking: bool) -> int | None:
     """Return a file descriptor holding an exclusive flock on ``path``, or ``None`` if it is taken."""
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | _O_NOFOLLOW, 0o644)
+            fd = _DESCRIPTORS.open(path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW)
         except FileNotFoundError:
             try:
                 os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -55,12 +109,12 @@ def _open_and_lock(path: str, blocking: bool) -> int | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except OSError as exc:
-            os.close(fd)
+            _DESCRIPTORS.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 return None
             raise
         except BaseException:  # e.g. KeyboardInterrupt while blocked in flock: do not leak the descriptor
-            os.close(fd)
+            _DESCRIPTORS.close(fd)
             raise
         try:
             on_disk = os.stat(path)
@@ -70,14 +124,15 @@ def _open_and_lock(path: str, blocking: bool) -> int | None:
         if on_disk is not None and (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino):
             return fd
         # The previous holder removed the file while we waited for it: lock the current one instead.
-        os.close(fd)
+        _DESCRIPTORS.close(fd)
 
 
 class BlockLock:
     """An exclusive, process-death-safe lock on ``path``.
 
     One instance is one would-be holder: it is not re-entrant. Threads of the same process exclude each
-    other too, because each instance opens its own file description.
+    other too, because each instance opens its own file description. A lock is held by the process that
+    took it: in a forked child an inherited instance is not held, and releasing it there does nothing.
 
     Parameters
     ----------
@@ -88,11 +143,13 @@ class BlockLock:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
         self._fd: int | None = None
+        self._pid = 0  # the process that holds it
+        self._abandoned = False
 
     @property
     def held(self) -> bool:
-        """Whether this instance holds the lock."""
-        return self._fd is not None
+        """Whether this instance holds the lock (in this process)."""
+        return self._fd is not None and self._pid == os.getpid()
 
     def acquire(
         self, timeout: float | None = None, blocking: bool = True, cancel: Cancel | None = None
@@ -121,18 +178,20 @@ class BlockLock:
         LockWaitCancelled
             ``cancel`` was cancelled before the lock could be taken.
         """
-        if self._fd is not None:
+        if self.held:
             raise RuntimeError(f"lock {self.path} is already held by this instance")
         if not blocking:
-            self._fd = _open_and_lock(self.path, blocking=False)
-            return self._fd is not None
-        if timeout is None and cancel is None:
-            self._fd = _open_and_lock(self.path, blocking=True)
-            return True
-        fd = _open_and_lock(self.path, blocking=False)
+            fd = _open_and_lock(self.path, blocking=False)
+        elif timeout is None and cancel is None:
+            fd = _open_and_lock(self.path, blocking=True)
+        else:
+            fd = _open_and_lock(self.path, blocking=False)
+            if fd is None:
+                fd = self._wait_in_helper(timeout, cancel)
         if fd is None:
-            fd = self._wait_in_helper(timeout, cancel)
-        self._fd = fd
+            return False
+        with _DESCRIPTORS.mutex:
+            self._fd, self._pid, self._abandoned = fd, os.getpid(), False
         return True
 
     def _wait_in_helper(self, timeout: float | None, cancel: Cancel | None) -> int:
@@ -190,17 +249,38 @@ class BlockLock:
         )
 
     def release(self) -> None:
-        """Release the lock and remove its file. Releasing a lock not held is an error."""
-        fd = self._fd
+        """Release the lock and remove its file.
+
+        Releasing a lock not held is an error, except after :meth:`abandon` (it was released already) and
+        in a forked child (the lock is the parent's: the child neither unlocks nor removes it).
+        """
+        fd, inherited = self._take()
         if fd is None:
+            if self._abandoned or inherited:
+                return
             raise RuntimeError(f"lock {self.path} is not held by this instance")
-        self._fd = None
         _unlink_and_close(self.path, fd)
+
+    def abandon(self) -> None:
+        """Release the lock now if it is held, from any thread; the holder's own :meth:`release` then does
+        nothing. Used by a fileset's ``close()`` for downloads it stops waiting for."""
+        fd, _ = self._take(abandon=True)
+        if fd is not None:
+            _unlink_and_close(self.path, fd)
+
+    def _take(self, abandon: bool = False) -> tuple[int | None, bool]:
+        # Exactly one of release() and abandon() gets the descriptor; in a forked child, neither does.
+        with _DESCRIPTORS.mutex:
+            fd, self._fd = self._fd, None
+            inherited = fd is not None and self._pid != os.getpid()
+            if abandon and fd is not None and not inherited:
+                self._abandoned = True
+        return (None if inherited else fd), inherited
 
     def locked_elsewhere(self) -> bool:
         """Whether another holder (any thread or process) has the lock right now. Takes nothing."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | _O_NOFOLLOW)
+            fd = _DESCRIPTORS.open(self.path, os.O_RDWR | _O_NOFOLLOW)
         except FileNotFoundError:
             return False
         except OSError as exc:
@@ -214,7 +294,7 @@ class BlockLock:
                 return True
             raise
         finally:
-            os.close(fd)
+            _DESCRIPTORS.close(fd)
         return False
 
     def __enter__(self) -> BlockLock:
@@ -229,12 +309,14 @@ class BlockLock:
 
 
 def _unlink_and_close(path: str, fd: int) -> None:
+    # Unlinking first is safe: whoever opened this file and waits for it re-checks the inode once it has
+    # the lock (see _open_and_lock) and locks the file now at ``path`` instead.
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
     finally:
-        os.close(fd)
+        _DESCRIPTORS.close(fd)
 
 
 class LockWaitCancelled(LockTimeoutError):
@@ -272,14 +354,34 @@ class InFlight:
             self._futures[key] = future
             return future, True
 
-    def finish(self, key: Hashable, exc: BaseException | None = None, result: object = None) -> None:
-        """End the work for ``key``: wake every waiter with ``result`` or ``exc``."""
+    def finish(
+        self,
+        key: Hashable,
+        exc: BaseException | None = None,
+        result: object = None,
+        future: Future | None = None,
+    ) -> None:
+        """End the work for ``key``: wake every waiter with ``result`` or ``exc``.
+
+        With ``future`` (the one :meth:`claim` gave the owner), only that claim is ended: if it was
+        ended already (a closing fileset abandoned it) this does nothing, and a newer claim of the same
+        key is left alone.
+        """
         with self._mutex:
-            future = self._futures.pop(key)
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
+            current = self._futures.get(key)
+            if future is None:
+                future = current
+            if future is None:
+                raise KeyError(key)
+            if current is future:
+                del self._futures[key]
+        try:
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+        except InvalidStateError:  # ended already by whoever abandoned it
+            pass
 
     def __len__(self) -> int:
         with self._mutex:

@@ -27,6 +27,7 @@ import operator
 import os
 import stat
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -262,6 +263,16 @@ class _HandleCache:
         with self._cond:
             self._closed = False
 
+    def _after_fork_in_child(self, reserved: int) -> None:
+        # Only the forking thread lives on in a child: the condition may have been copied held, and the
+        # pins of the other threads are never released. h5py takes its own lock around fork, so the
+        # handles themselves are consistent; keep the cached ones, unpinned, and forget the retired ones.
+        self._cond = threading.Condition()
+        for entry in self._entries.values():
+            entry.pins = 0
+        self._open = len(self._entries)
+        self._reserved = reserved
+
     def acquire(self, path: str) -> _Handle:
         key = _file_key(os.stat(path))
         with self._cond:
@@ -430,6 +441,17 @@ def _undo(files: list[str], dirs: list[str]) -> None:
 # BlockwiseFileset
 # ----------------------------------------------------------------------------------------------------------
 
+#: Every fileset not yet garbage, so that a forked child can reset their locks (see ``_after_fork_in_child``).
+_LIVE_FILESETS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for fileset in list(_LIVE_FILESETS):
+        fileset._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class BlockwiseFileset:
     """A dataset stored as a tree of HDF5 block files, described by a JSON description file.
@@ -520,6 +542,12 @@ class BlockwiseFileset:
         self._user_handles: OrderedDict[str, h5py.File] = OrderedDict()
         self._user_lock = threading.Lock()
         self._closed = False
+        _LIVE_FILESETS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Reset what threads of the parent may have held at the fork (called in a forked child)."""
+        self._user_lock = threading.Lock()
+        self._handles._after_fork_in_child(reserved=len(self._user_handles))
 
     def _init_geometry(self) -> None:
         d = self._description
@@ -1388,23 +1416,49 @@ class BlockwiseFileset:
         self._handles.invalidate(paths.file_path)
         return removed
 
-    def _discard_broken_block(self, block_start: tuple[int, ...]) -> bool:
-        """Mark a block that claims to be available but whose file is bad as missing again.
+    def _discard_broken_block(
+        self,
+        block_start: tuple[int, ...],
+        *,
+        lock_timeout: float | None = None,
+        cancel: locks.Cancel | None = None,
+    ) -> tuple[str, tuple | None]:
+        """Look again, under the block's lock, at a block a read could not open; discard it if still bad.
 
-        Under the block's lock, and only if the file is still bad. Returns whether anything was removed.
+        A reader that finds an available block's file missing or unreadable may have raced someone who is
+        repairing it, re-publishing it or evicting it: what it saw is not final. Holding the block's lock
+        (so nobody is writing it), this tells the reader what to do next:
+
+        * ``("discarded", None)``: ``STATUS.txt`` was there and the file is still bad; this call removed
+          both, so the block is missing and must be fetched again.
+        * ``("missing", None)``: no ``STATUS.txt``: someone else discarded or evicted it; fetch it again.
+        * ``("intact", identity)``: ``STATUS.txt`` and a good file (someone repaired or re-published it
+          since the read failed); ``identity`` is the file's ``(st_dev, st_ino, st_mtime_ns, st_size)``,
+          so a caller can tell a new file from one that already failed.
+
+        ``lock_timeout`` and ``cancel`` bound the wait for the lock as in :meth:`locks.BlockLock.acquire`.
         """
         paths = self._paths(block_start)
-        with self._block_lock(block_start):
+        lock = self._block_lock(block_start)
+        lock.acquire(timeout=lock_timeout, cancel=cancel)
+        try:
+            if not os.path.exists(paths.status_path):
+                return "missing", None
             problem = self._check_block_file(paths, _ints(block_start), deep=False)
-            if problem is None or not os.path.exists(paths.status_path):
-                return False
+            if problem is None:
+                try:
+                    return "intact", _file_key(os.stat(paths.file_path))
+                except FileNotFoundError:  # only a writer that ignores the lock could do this
+                    problem = "block file missing"
             self._remove_block_files(paths, status=True, block_file=True)
+        finally:
+            lock.release()
         logger.warning(
             "block %s was marked available but its file is bad (%s); it will be fetched again",
             list(block_start),
             problem,
         )
-        return True
+        return "discarded", None
 
     def _repair_block(
         self, block_start: tuple[int, ...], paths: BlockPaths, bad: bool, report: VerifyReport

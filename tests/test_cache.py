@@ -500,10 +500,11 @@ def test_close_while_other_threads_read_and_prefetch_ends_them_cleanly(desc, ser
         t.join(60)
         assert not t.is_alive(), "close() or a reader hung"
     assert outcomes["read"] in ("ok", "closed") and outcomes["prefetch"] in ("ok", "closed"), outcomes
-    leftover = [  # close() shut the download and prefetch pools down: none of their threads is left
-        t.name for t in threading.enumerate() if t.name.startswith(("rbfs-download", "rbfs-prefetch"))
-    ]
-    assert leftover == []
+    # close() does not wait for them, but once the server answers, the download threads end on their own.
+    for t in threading.enumerate():
+        if t.name.startswith(("rbfs-download", "rbfs-prefetch")):
+            t.join(30)
+            assert not t.is_alive(), f"{t.name} outlived its closed fileset"
     with pytest.raises(ClosedError):
         vol.readData(((0, 0, 0), (1, 1, 1)))
 

@@ -10,14 +10,27 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
+import signal
 import sys
+import threading
 import traceback
+from argparse import Namespace
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from lazyflow_rbfs.cli.args import PROG
 from lazyflow_rbfs.cli.commands import build_parser
 from lazyflow_rbfs.cli.commands.ilastik import run_ilastik
-from lazyflow_rbfs.cli.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Failure, UsageError
+from lazyflow_rbfs.cli.exits import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Failure,
+    Interrupted,
+    UsageError,
+)
 from lazyflow_rbfs.cli.text import one_line
 from lazyflow_rbfs.errors import CacheWriteError, DescriptionError, OutOfBoundsError, RbfsError, SchemaError
 
@@ -96,9 +109,56 @@ def _split_ilastik(argv: list[str]) -> list[str] | None:
     return None
 
 
+def _interrupted_text(exc: KeyboardInterrupt, args: Namespace | None) -> str:
+    if isinstance(exc, Interrupted):
+        return str(exc)
+    if args is not None and getattr(args, "command", None) == "read":
+        return f"read interrupted: {args.output} was not written (blocks already downloaded stay cached)"
+    return "interrupted"
+
+
+def _on_second_interrupt(signum: int, frame: Any) -> None:
+    # A second Ctrl-C while the first one is still shutting down: leave now.
+    os.write(2, f"{PROG}: interrupted again; exiting now\n".encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _on_first_interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGINT, _on_second_interrupt)
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupt_handling() -> Iterator[None]:
+    """First Ctrl-C: ``KeyboardInterrupt`` (stop promptly); a second one exits at once with status 130.
+
+    Only when ``main`` runs in the main thread and SIGINT has Python's default handler (an embedding
+    program keeps its own).
+    """
+    install = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    if install:
+        signal.signal(signal.SIGINT, _on_first_interrupt)
+    try:
+        yield
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rbfs`` command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    if _split_ilastik(list(sys.argv[1:] if argv is None else argv)) is not None:
+        return _main(argv)  # ilastik handles its own signals
+    with _interrupt_handling():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    args = None
     # Until the arguments are parsed (and for ilastik's, which are not), guess -v from the words.
     verbose = any(a in ("-v", "--verbose") for a in argv[: (argv.index("--") if "--" in argv else len(argv))])
     try:
@@ -114,10 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         verbose = bool(getattr(args, "verbose", False))  # given before or after COMMAND, else absent
         with _logging(verbose):
             return int(args.func(args) or EXIT_OK)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if verbose:
             traceback.print_exc(file=sys.stderr)
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: {_interrupted_text(exc, args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
         if verbose:

@@ -19,6 +19,7 @@ __all__ = [
     "UsageError",
     "Unavailable",
     "Failure",
+    "Interrupted",
 ]
 
 EXIT_OK = 0
@@ -37,3 +38,7 @@ class Unavailable(UsageError):
 
 class Failure(Exception):
     """A runtime failure already described for the user (exit status 1)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a one-line summary of what was done and what was not (exit status 130)."""

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 from typing import Any
 
+from lazyflow_rbfs.cache import PrefetchInterrupted
 from lazyflow_rbfs.cli.args import (
     AddCommand,
     add_description_arg,
@@ -19,7 +20,7 @@ from lazyflow_rbfs.cli.args import (
     seconds_arg,
     want_progress,
 )
-from lazyflow_rbfs.cli.exits import EXIT_OK, Failure, UsageError
+from lazyflow_rbfs.cli.exits import EXIT_OK, Failure, Interrupted, UsageError
 from lazyflow_rbfs.cli.opening import COMPOSITE, LOCAL, open_fileset
 from lazyflow_rbfs.cli.text import fmt_bytes
 
@@ -72,15 +73,23 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
             options["max_failures"] = args.max_failures
         if args.wait_for_workers is not None:
             options["wait_for_workers"] = args.wait_for_workers
-        report = fs.downloadAllBlocks(
-            args.max_parallel,
-            roi=(start, stop),
-            progress=want_progress(args),
-            raise_on_failure=False,
-            scheduler=args.scheduler or None,
-            batch_size=args.batch_size,
-            **options,
-        )
+        try:
+            report = fs.downloadAllBlocks(
+                args.max_parallel,
+                roi=(start, stop),
+                progress=want_progress(args),
+                raise_on_failure=False,
+                scheduler=args.scheduler or None,
+                batch_size=args.batch_size,
+                **options,
+            )
+        except PrefetchInterrupted as exc:  # leaving the with-block closes the fileset: no waiting
+            r = exc.report
+            raise Interrupted(
+                f"prefetch interrupted after {r.seconds:.1f} s: {r.done} of {r.total} blocks done "
+                f"({r.downloaded} downloaded, {r.skipped} already cached, {len(r.failed)} failed); "
+                f"{r.total - r.done} not fetched (run it again to go on)"
+            ) from None
         print(report.summary())
         if not args.scheduler:  # on a cluster the requests are made by the workers
             stats = fs.remote.stats
