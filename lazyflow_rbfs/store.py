@@ -199,12 +199,13 @@ class VerifyReport:
 
 
 class _Handle:
-    __slots__ = ("path", "file", "key", "pins", "retired", "datasets")
+    __slots__ = ("path", "file", "key", "fd", "pins", "retired", "datasets")
 
     def __init__(self, path: str, file: h5py.File, key: tuple) -> None:
         self.path = path
         self.file = file
         self.key = key
+        self.fd = file.id.get_vfd_handle()  # the open file's descriptor, to see it changed in place
         self.pins = 0
         self.retired = False
         self.datasets: dict[str, h5py.Dataset] = {}
@@ -304,6 +305,13 @@ class _HandleCache:
             if self._confine is not None:
                 self._confine(path)  # once per opened handle, never on a cached one
             handle = h5py.File(path, "r")
+            if handle.id.get_filesize() != key[3]:
+                # HDF5 shares one open file per inode in a process: if another handle still holds this
+                # inode open, "opening" it again reuses that older state. A file whose size differs
+                # from it was overwritten in place since (by hand, by another program), and reading it
+                # would return zeros past its new end.
+                handle.close()
+                raise OSError(f"{path} was modified in place while open in this process")
             entry = _Handle(path, handle, key)
             entry.pins = 1
             self._entries[path] = entry
@@ -957,8 +965,20 @@ class BlockwiseFileset:
                     dataset.read_direct(out, source_sel=proj.block_slices, dest_sel=proj.out_slices)
                 else:
                     out[proj.out_slices] = dataset[proj.block_slices]
+                # Published block files are never written again (a publish is a rename onto a new inode),
+                # so an open file whose size or mtime changed was overwritten in place (by hand, by another
+                # program): HDF5 reads past a truncated end as zeros, so what was just read cannot be
+                # trusted. One fstat per block read.
+                changed = _file_key(os.fstat(entry.fd)) != entry.key
             finally:
                 self._handles.release(entry)
+            if changed:
+                self._handles.invalidate(paths.file_path)
+                raise BlockNotReadyError(
+                    f"block at {block_start} is marked available but its file {paths.file_path} was "
+                    "modified in place while it was read; run `rbfs verify --repair`",
+                    block_start=block_start,
+                )
 
     def getOpenHdf5FileForBlock(self, block_start: Any) -> h5py.File:
         """An open ``h5py.File`` of the block's file, owned by this fileset until :meth:`close`.
@@ -1305,6 +1325,10 @@ class BlockwiseFileset:
             return f"block file not trusted: {escape}"
         try:
             with h5py.File(paths.file_path, "r") as f:
+                if f.id.get_filesize() != os.fstat(f.id.get_vfd_handle()).st_size:
+                    # Another handle of this process holds an older state of the file (see
+                    # _HandleCache.acquire): it was overwritten in place.
+                    return "modified in place while open"
                 dataset = f.get(paths.internal_path)
                 if not isinstance(dataset, h5py.Dataset):
                     return f"no dataset {paths.internal_path!r} in the block file"
