@@ -725,3 +725,24 @@ def test_serve_rejects_bad_fault_specs(capsys):
         code, _, err = _run(capsys, "serve", *args)
         assert code == 2, args
         _assert_one_line_error(err, "")
+
+
+def test_verify_deep_reads_every_voxel_and_finds_a_damaged_compressed_chunk(capsys, volume, tmp_path):
+    with CutoutServer(volume) as server:
+        path = server.write_description(
+            tmp_path / "volume.json", block_shape=BLOCK, cache_dir="cache", compression="gzip"
+        )
+        assert _run(capsys, "prefetch", path, "--roi", "0:8,0:32,0:32", "--no-progress")[0] == 0
+    victim = _block_file(tmp_path / "cache", (0, 0, 0))
+    data = bytearray(victim.read_bytes())
+    with h5py.File(victim, "r") as f:  # the first chunk's bytes, from HDF5's own chunk index
+        info = f["cube"].id.get_chunk_info(0)
+    for i in range(info.byte_offset + 8, info.byte_offset + info.size - 8):
+        data[i] ^= 0xFF  # the compressed stream is garbage now, the file's metadata intact
+    victim.write_bytes(bytes(data))
+
+    code, out, err = _run(capsys, "verify", path)
+    assert code == 0, err  # the structure is fine: a shallow check cannot see inside the chunks
+    code, out, err = _run(capsys, "verify", path, "--deep")
+    assert code == 1
+    _assert_one_line_error(err, "1 bad blocks", "--repair")

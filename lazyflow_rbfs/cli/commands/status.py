@@ -58,6 +58,11 @@ def add_verify(command: AddCommand) -> None:
         action="store_true",
         help="mark bad blocks missing (the next read downloads them again) and remove stray temp files",
     )
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="also read every voxel of every block (finds damage inside the data, e.g. after a power loss)",
+    )
     p.set_defaults(func=_cmd_verify)
 
 
@@ -163,7 +168,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     opened, fs = open_fileset(args, store_only=True)
     with contextlib.closing(fs):
         start, stop = resolve_roi(args.roi, fs.description.view_shape, fs.description.axes)
-        report = fs.verify(repair=args.repair, roi=(start, stop))
+        report = fs.verify(repair=args.repair, roi=(start, stop), deep=args.deep)
     print(f"checked {report.checked} available blocks of roi {format_roi(start, stop)}")
     _print_some(
         report.bad_blocks,
