@@ -53,6 +53,7 @@ from lazyflow_rbfs.locks import IN_FLIGHT, BlockLock, Cancel, LockWaitCancelled
 from lazyflow_rbfs.pool import PoolClosed, Task, WorkerPool, wait_for_running_tasks
 from lazyflow_rbfs.remote import RESTfulVolume
 from lazyflow_rbfs.store import BlockwiseFileset
+from lazyflow_rbfs.store.export import subset_view_roi
 
 __all__ = ["RESTfulBlockwiseFileset", "PrefetchReport", "PrefetchInterrupted", "BlockList"]
 
@@ -493,23 +494,27 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         # Called by BlockwiseFileset.__init__ before anything is read: the root must not hold another volume.
         self._volume_identity = identity.identity_of(self.compositeDescription)
         recorded = identity.check(self._root_dir, self._volume_identity, self._descriptionFilePath)
-        # Until the root records this volume, reads look at the record again (see _read_into).
+        # Until the root records this volume, reads look at the record again (see _confirm_volume).
         self._volume_confirmed = recorded is not None
 
-    def _publish_block(self, block_start: Any, data: Any) -> None:
-        if not self._volume_confirmed:  # the first publish of this fileset records the root's volume
+    def _publish(self, block_start: Any, data: Any) -> None:
+        """Publish a downloaded block (the caller holds its lock); the first publish of this fileset
+        records the root's volume first."""
+        self._check_open()
+        if not self._volume_confirmed:
             identity.record(self._root_dir, self._volume_identity, self._descriptionFilePath)
             self._volume_confirmed = True
-        super()._publish_block(block_start, data)
+        self.blocks.publish(block_start, data)
 
-    def _read_into(self, *args: Any, **kwargs: Any) -> Any:
-        result = super()._read_into(*args, **kwargs)
+    def _confirm_volume(self) -> None:
+        """After a read: if the root had no record when this fileset opened, look at it again.
+
+        Any block another volume published since was published after that volume's record: look now,
+        before handing out what was read.
+        """
         if not self._volume_confirmed:
-            # The root had no record when this fileset opened. Any block another volume published since
-            # was published after that volume's record: look now, before handing out what was read.
             recorded = identity.check(self._root_dir, self._volume_identity, self._descriptionFilePath)
             self._volume_confirmed = recorded is not None
-        return result
 
     def _init_download_state(self) -> None:
         """Locks, pools and bookkeeping of the downloads (new ones in a forked child, see below)."""
@@ -589,8 +594,8 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             Another process held a needed block longer than ``lock_timeout``.
         """
         self._check_open()
-        start, stop = self._check_roi(roi)
-        out_array = self._output_array(start, stop, out_array)
+        start, stop = self.blocks.grid.check_roi(roi)
+        out_array = self.blocks.output_array(start, stop, out_array)
         desc = self.description
         blocks = partial(geometry.iter_block_starts, start, stop, desc.block_shape)
         copied: set[tuple[int, ...]] = set()
@@ -608,7 +613,8 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         looked: dict[tuple[int, ...], list] = {}
         while True:
             try:
-                self._read_into(start, stop, out_array, check_status=False, skip=copied)
+                self.blocks.read_into(start, stop, out_array, check_status=False, skip=copied)
+                self._confirm_volume()
                 return out_array
             except BlockNotReadyError as exc:
                 # STATUS.txt said available but the block file is missing or unreadable: damaged by hand,
@@ -632,7 +638,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         if len(seen) >= MAX_LOOKS_PER_BLOCK:
             raise exc
         try:
-            what, identity = self._discard_broken_block(
+            what, identity = self.blocks.discard_broken(
                 block_start, lock_timeout=self.lock_timeout, cancel=self._cancel_lock_waits
             )
         except LockWaitCancelled:
@@ -697,7 +703,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
 
     def _request_block(self, block_start: tuple[int, ...], queued: _Queued | None = None) -> Future:
         """The future of ``block_start``'s download in this process, queueing the download if nobody has."""
-        key = self._paths(block_start).file_path
+        key = self.blocks.paths(block_start).file_path
         future, owner = IN_FLIGHT.claim(key)
         if owner:
             try:
@@ -766,13 +772,13 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             if self._closing:
                 raise _Abandoned("the fileset was closed")
             generation = self._generation
-            key = self._paths(block_start).file_path
+            key = self.blocks.paths(block_start).file_path
             self._in_flight[future] = (key, None)
         held: BlockLock | None = None
         try:
             if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
                 return "present", None
-            lock = self._block_lock(block_start)
+            lock = self.blocks.lock(block_start)
             if wait_for_lock:
                 logger.debug(
                     "block %s is being downloaded by another process; waiting for it", list(block_start)
@@ -790,7 +796,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                 self._in_flight[future] = (key, lock)  # close() releases it
             if self.getBlockStatus(block_start) == self.BLOCK_AVAILABLE:
                 return "present", None
-            disk_start, disk_stop = self._disk_block_roi(block_start)
+            disk_start, disk_stop = self.blocks.disk_roi(block_start)
             logger.debug(
                 "downloading block %s (disk %s)", block_start, geometry.roi_string(disk_start, disk_stop)
             )
@@ -803,7 +809,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
                 self._publishing += 1
             try:
                 with _NO_FORK:
-                    self._publish_block(block_start, data)
+                    self._publish(block_start, data)
             finally:
                 with self._gate:
                     self._publishing -= 1
@@ -972,7 +978,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
 
         def watch(block_start: tuple[int, ...]) -> None:
             # Holds one window slot until record() has counted the block.
-            key = self._paths(block_start).file_path
+            key = self.blocks.paths(block_start).file_path
             future, owner = IN_FLIGHT.claim(key)
             if owner:
                 # A pool that was shut down (close(), an interrupt, an early stop) between the loop's check
@@ -1095,7 +1101,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         remote and after this cache is deleted. Returns the new description's path.
         """
         self._check_open()
-        start, stop = self._subset_view_roi(roi, use_view_coordinates)
+        start, stop = subset_view_roi(self.blocks.grid, roi, use_view_coordinates)
         self._ensure_blocks(geometry.iter_block_starts(start, stop, self.description.block_shape))
         if not self._volume_confirmed:
             identity.check(self._root_dir, self._volume_identity, self._descriptionFilePath)
