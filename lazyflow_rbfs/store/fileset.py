@@ -203,6 +203,11 @@ class BlockwiseFileset:
         return self._closed
 
     @property
+    def description_path(self) -> str:
+        """Absolute path of the description file this fileset was opened from."""
+        return self._descriptionFilePath
+
+    @property
     def root_directory(self) -> str:
         """Absolute directory holding the block tree."""
         return self._root_dir
