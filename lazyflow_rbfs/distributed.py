@@ -583,16 +583,7 @@ def _selection(key: Any, shape: tuple[int, ...]):
 
     ``key`` may hold ints, slices of any step and one ``...``.
     """
-    if not isinstance(key, tuple):
-        key = (key,)
-    if sum(k is Ellipsis for k in key) > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    if any(k is Ellipsis for k in key):
-        i = next(i for i, k in enumerate(key) if k is Ellipsis)
-        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
-    if len(key) > len(shape):
-        raise IndexError(f"too many indices: {len(key)} for an array of {len(shape)} dimensions")
-    key = key + (slice(None),) * (len(shape) - len(key))
+    key = geometry.expand_index(key, len(shape))
     start, stop, post, out_shape = [], [], [], []
     for k, n in zip(key, shape):
         if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):

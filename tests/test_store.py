@@ -28,6 +28,7 @@ from lazyflow_rbfs.errors import (
     SchemaError,
 )
 from lazyflow_rbfs.store import BlockwiseFileset, PathComponents, StatusSummary
+from lazyflow_rbfs.store.handles import HandleCache
 
 # ----------------------------------------------------------------------------------------------------------
 # helpers
@@ -577,15 +578,19 @@ class _SignallingCondition(threading.Condition):
 
 def test_pinned_handle_is_never_closed_by_eviction(filled):
     path, source = filled
-    fs = BlockwiseFileset(path, max_open_files=1)
+    with BlockwiseFileset(path) as fs:
+        first, second = fs.blocks.paths((0, 0, 0)), fs.blocks.paths((0, 0, 16))
     cond = _SignallingCondition()
-    fs.blocks.handles._cond = cond
-    first = fs.blocks.paths((0, 0, 0))
-    entry = fs.blocks.handles.acquire(first.file_path)
+    handles = HandleCache(1, condition=cond)  # one slot; the condition tells when a reader waits
+    entry = handles.acquire(first.file_path)
     result = {}
 
     def reader():
-        result["data"] = fs.readData(([0, 0, 16], [8, 16, 32]))
+        other = handles.acquire(second.file_path)
+        try:
+            result["data"] = other.dataset(second.internal_path)[()]
+        finally:
+            handles.release(other)
 
     thread = threading.Thread(target=reader)
     thread.start()
@@ -593,15 +598,15 @@ def test_pinned_handle_is_never_closed_by_eviction(filled):
     # The other thread wants a slot, yet our pinned handle stays open and usable.
     assert entry.file.id.valid
     np.testing.assert_array_equal(entry.dataset(first.internal_path)[()], source[:8, :16, :16])
-    assert fs.blocks.handles.open_count == 1
-    fs.blocks.handles.release(entry)
+    assert handles.open_count == 1
+    handles.release(entry)
     thread.join(30)
     assert not thread.is_alive()
     np.testing.assert_array_equal(result["data"], source[:8, :16, 16:32])
     assert entry.file is None  # evicted once unpinned
-    assert fs.blocks.handles.open_count == 1
-    fs.close()
-    assert fs.blocks.handles.open_count == 0
+    assert handles.open_count == 1
+    handles.close_all()
+    assert handles.open_count == 0
 
 
 def test_close_while_pinned_defers_the_close(filled):

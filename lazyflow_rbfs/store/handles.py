@@ -58,12 +58,14 @@ class HandleCache:
         max_open: int,
         reclaim: Callable[[], bool] | None = None,
         confine: Callable[[str], None] | None = None,
+        *,
+        condition: threading.Condition | None = None,
     ) -> None:
         self._max = max_open
         self._reclaim = reclaim  # closes one file held outside the cache; called without our lock
         self._confine = confine  # raises OSError for a path that leads out of the cache root
         self._entries: OrderedDict[str, _Handle] = OrderedDict()
-        self._cond = threading.Condition()
+        self._cond = condition if condition is not None else threading.Condition()
         self._open = 0
         self._reserved = 0  # files held open outside this cache (getOpenHdf5FileForBlock), same budget
         self._closed = False
