@@ -44,11 +44,11 @@ def populate(desc_path: str, data: np.ndarray) -> tuple[RESTfulBlockwiseFileset,
     fs = RESTfulBlockwiseFileset(desc_path, max_open_files=1024)
     blocks = []
     for block_start in fs.iterBlockStarts():
-        start, stop = fs._disk_block_roi(block_start)
+        start, stop = fs.blocks.disk_roi(block_start)
         region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
-        with fs._block_lock(block_start):
-            fs._publish_block(block_start, data[region])
-        paths = fs._paths(block_start)
+        with fs.blocks.lock(block_start):
+            fs.blocks.publish(block_start, data[region])
+        paths = fs.blocks.paths(block_start)
         blocks.append((tuple(int(a) for a in start), paths.file_path, paths.internal_path))
     return fs, blocks
 

@@ -40,15 +40,15 @@ from distributed.comm import registry as _comm_registry
 from distributed.comm.addressing import parse_host_port
 
 from lazyflow_rbfs import geometry
-from lazyflow_rbfs.cache import (
+from lazyflow_rbfs.cache import RESTfulBlockwiseFileset
+from lazyflow_rbfs.cache.prefetch import (
     DEFAULT_MAX_FAILURES,
     MAX_ERROR_DETAILS,
     PrefetchReport,
-    RESTfulBlockwiseFileset,
-    _check_max_failures,
-    _finish_report,
-    _progress_reporter,
-    _SystematicFailures,
+    SystematicFailures,
+    check_max_failures,
+    finish_report,
+    progress_reporter,
 )
 from lazyflow_rbfs.errors import ArgumentError, RemoteTimeoutError
 
@@ -136,8 +136,8 @@ def _spec_of(
 ) -> tuple[_FilesetSpec, RESTfulBlockwiseFileset | None]:
     """The spec for a fileset object or a description path (``options`` override the fileset's own)."""
     if isinstance(fileset_or_path, RESTfulBlockwiseFileset):
-        path, own = fileset_or_path._open_args
-        merged = {**own, **options}
+        path = fileset_or_path.description_path
+        merged = {**fileset_or_path.open_options, **options}
         fileset = fileset_or_path if not options else None
         return _FilesetSpec(type(fileset_or_path), path, merged), fileset
     if isinstance(fileset_or_path, (str, os.PathLike)):
@@ -407,7 +407,7 @@ def prefetch_on_cluster(
     -------
     PrefetchReport
         ``total``, ``downloaded``, ``skipped``, ``failed`` (block starts), ``errors`` (the first
-        :data:`~lazyflow_rbfs.cache.MAX_ERROR_DETAILS`), ``seconds``.
+        :data:`~lazyflow_rbfs.cache.prefetch.MAX_ERROR_DETAILS`), ``seconds``.
 
     Raises
     ------
@@ -427,7 +427,7 @@ def prefetch_on_cluster(
         isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
     ):
         raise ArgumentError(f"max_parallel must be None or a positive integer, got {max_parallel!r}")
-    max_failures = _check_max_failures(max_failures)
+    max_failures = check_max_failures(max_failures)
     if wait_for_workers is not None and (
         isinstance(wait_for_workers, bool)
         or not isinstance(wait_for_workers, (int, float))
@@ -450,10 +450,10 @@ def prefetch_on_cluster(
     total = geometry.count_blocks(start, stop, block_shape)
 
     report = PrefetchReport(total=total)
-    rule = _SystematicFailures(max_failures)
+    rule = SystematicFailures(max_failures)
     t0 = time.monotonic()
     client, owned = _connect(scheduler, wait_for_workers)
-    bar, tick = _progress_reporter(progress, total)
+    bar, tick = progress_reporter(progress, total)
     pending: dict[distributed.Future, list[tuple[int, ...]]] = {}
     try:
         threads = sum(client.nthreads().values())
@@ -501,14 +501,14 @@ def prefetch_on_cluster(
             report.stop_reason = None  # the stop came with the last blocks: nothing was left out
         if bar is not None:
             bar.close()
-    return _finish_report(report, raise_on_failure, "distributed prefetch")
+    return finish_report(report, raise_on_failure, "distributed prefetch")
 
 
 def _merge(
     report: PrefetchReport,
     future: distributed.Future,
     batch: list[tuple[int, ...]],
-    rule: _SystematicFailures,
+    rule: SystematicFailures,
 ) -> str | None:
     """Add one finished task to ``report``: its batch report, or the whole batch failed with its error.
 
@@ -583,16 +583,7 @@ def _selection(key: Any, shape: tuple[int, ...]):
 
     ``key`` may hold ints, slices of any step and one ``...``.
     """
-    if not isinstance(key, tuple):
-        key = (key,)
-    if sum(k is Ellipsis for k in key) > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    if any(k is Ellipsis for k in key):
-        i = next(i for i, k in enumerate(key) if k is Ellipsis)
-        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
-    if len(key) > len(shape):
-        raise IndexError(f"too many indices: {len(key)} for an array of {len(shape)} dimensions")
-    key = key + (slice(None),) * (len(shape) - len(key))
+    key = geometry.expand_index(key, len(shape))
     start, stop, post, out_shape = [], [], [], []
     for k, n in zip(key, shape):
         if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):

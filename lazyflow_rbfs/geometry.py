@@ -28,6 +28,7 @@ __all__ = [
     "block_dir_names",
     "to_slices",
     "index_to_roi",
+    "expand_index",
     "block_projection",
 ]
 
@@ -190,6 +191,30 @@ def to_slices(start: Sequence[int] | np.ndarray, stop: Sequence[int] | np.ndarra
     return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
 
 
+def expand_index(key: Any, ndim: int) -> tuple[Any, ...]:
+    """A numpy-style index as one item per axis: ``...`` expanded, missing trailing axes taken whole.
+
+    Raises
+    ------
+    IndexError
+        More than one ``...``, or more items than ``ndim`` axes.
+    """
+    items = key if isinstance(key, tuple) else (key,)
+    # Compare by identity: ``in``/``index`` would use ==, which a numpy array answers element-wise.
+    ellipses = [i for i, item in enumerate(items) if item is Ellipsis]
+    if len(ellipses) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if ellipses:
+        at = ellipses[0]
+        fill = ndim - (len(items) - 1)
+        if fill < 0:
+            raise IndexError(f"too many indices: the volume has {ndim} axes, got {len(items) - 1}")
+        items = items[:at] + (slice(None),) * fill + items[at + 1 :]
+    if len(items) > ndim:
+        raise IndexError(f"too many indices: the volume has {ndim} axes, got {len(items)}")
+    return items + (slice(None),) * (ndim - len(items))
+
+
 def index_to_roi(
     key: Any, shape: Sequence[int] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
@@ -210,20 +235,7 @@ def index_to_roi(
         Too many indices, an int out of range (``OutOfBoundsError``), or an empty selection.
     """
     shape = [int(n) for n in shape]
-    items = key if isinstance(key, tuple) else (key,)
-    # Compare by identity: ``in``/``index`` would use ==, which a numpy array answers element-wise.
-    ellipses = [i for i, item in enumerate(items) if item is Ellipsis]
-    if len(ellipses) > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    if ellipses:
-        at = ellipses[0]
-        fill = len(shape) - (len(items) - 1)
-        if fill < 0:
-            raise IndexError(f"too many indices: the volume has {len(shape)} axes, got {len(items) - 1}")
-        items = items[:at] + (slice(None),) * fill + items[at + 1 :]
-    if len(items) > len(shape):
-        raise IndexError(f"too many indices: the volume has {len(shape)} axes, got {len(items)}")
-    items = items + (slice(None),) * (len(shape) - len(items))
+    items = expand_index(key, len(shape))
     start, stop, squeezed = [], [], []
     for axis, (item, n) in enumerate(zip(items, shape)):
         if isinstance(item, (bool, np.bool_)):

@@ -400,18 +400,18 @@ def test_export_subset_downloads_what_it_needs_and_stands_alone(desc, server, vo
         np.testing.assert_array_equal(local.readData(((8, 32, 32), (24, 96, 80))), volume[8:24, 32:96, 32:80])
 
 
-def test_report_failed_lists_blocks_and_compares_as_a_count():
+def test_report_failed_is_a_plain_list_and_ok_says_none_failed():
     import pickle
 
-    from lazyflow_rbfs.cache import BlockList, PrefetchReport
+    from lazyflow_rbfs.cache import PrefetchReport
 
     report = PrefetchReport(total=3, downloaded=1)
-    assert report.failed == 0 and not report.failed and report.failed == []
-    report.failed.append((0, 0, 8))
-    assert report.failed == 1 and report.failed > 0 and report.failed != 0 and int(report.failed) == 1
-    assert report.failed == [(0, 0, 8)] and report.failed != [(0, 0, 0)]
+    assert report.ok and report.failed == [] and len(report.failed) == 0 and type(report.failed) is list
+    report.record_failure((0, 0, 8), "DownloadError: 404", "DownloadError")
+    assert not report.ok and report.failed == [(0, 0, 8)] and report.failed != [(0, 0, 0)]
+    assert report.done == 2 and report.error_types == {"DownloadError": 1}
     clone = pickle.loads(pickle.dumps(report))
-    assert isinstance(clone.failed, BlockList) and clone.failed == [(0, 0, 8)] and clone == report
+    assert type(clone.failed) is list and clone.failed == [(0, 0, 8)] and clone == report
 
 
 def test_download_all_blocks_max_parallel_is_honoured_above_the_fileset_default(server, tmp_path, volume):
@@ -513,7 +513,7 @@ def test_report_reads_like_a_mapping_too():
     from lazyflow_rbfs.cache import PrefetchReport
 
     report = PrefetchReport(total=4, downloaded=3, skipped=1)
-    assert report["downloaded"] == 3 and report["failed"] == 0
+    assert report["downloaded"] == 3 and report["failed"] == []
     assert dict(report)["skipped"] == 1 and set(dict(report)) == set(report.keys())
     with pytest.raises(KeyError):
         report["nonsense"]

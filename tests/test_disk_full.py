@@ -242,7 +242,7 @@ def test_fsync_option_is_kept_through_pickling(composite_description_path):
         fs.readData(([0, 0, 0], [8, 16, 16]))
         clone = pickle.loads(pickle.dumps(fs))
     with clone:
-        assert clone._open_args[1]["fsync"] is False
+        assert clone.open_options["fsync"] is False
         assert clone.readData(([0, 0, 0], [8, 16, 16])).shape == (8, 16, 16)
         assert clone.verify(deep=True).ok
     with pytest.raises(ValueError, match="fsync"):

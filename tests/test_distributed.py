@@ -300,7 +300,7 @@ def test_download_all_blocks_and_rbfs_prefetch_hand_blocks_to_the_cluster(
         report = fileset.downloadAllBlocks(
             2, roi=((0, 0, 0), (8, SAMPLE_SHAPE[1], SAMPLE_SHAPE[2])), scheduler=client
         )
-        assert report.downloaded == 9 and report.failed == 0
+        assert report.downloaded == 9 and report.ok and report.failed == []
         assert fileset.remote.stats.requests == 0  # the workers made the requests
     assert cutout_server.requests == 9
     code = main(

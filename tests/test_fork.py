@@ -98,7 +98,7 @@ class _PipeOnWait(logging.Handler):
 
 
 def _child_reads_first_block(vol, expected: np.ndarray, fd: int) -> None:
-    kept = len(_fds_on(os.getpid(), vol._paths((0, 0, 0)).lock_path))
+    kept = len(_fds_on(os.getpid(), vol.blocks.paths((0, 0, 0)).lock_path))
     logger = logging.getLogger("lazyflow_rbfs.cache")
     logger.setLevel(logging.DEBUG)
     logger.addHandler(_PipeOnWait(fd, kept))
@@ -138,7 +138,7 @@ def test_child_forked_mid_download_reads_the_same_block(desc, server, volume, fo
     server.faults.stall()  # holds the parent's request until released
     expected = np.ascontiguousarray(volume[0:8, 0:32, 0:32])
     with RESTfulBlockwiseFileset(str(desc)) as vol:
-        lock_path = vol._paths((0, 0, 0)).lock_path
+        lock_path = vol.blocks.paths((0, 0, 0)).lock_path
         got = {}
         reader = threading.Thread(target=lambda: got.setdefault("data", vol.readData(FIRST)))
         reader.start()
@@ -220,7 +220,7 @@ def _fork_and_read(vol, roi, expected_sum, block_start) -> tuple[int, int]:
             ok = int(data.astype(np.int64).sum()) == expected_sum
             f = vol.getOpenHdf5FileForBlock(block_start)
             path = vol.getDatasetPathComponents(block_start).internalPath
-            ok = ok and f[path].shape == tuple(vol._disk_block_roi(block_start)[1] - block_start)
+            ok = ok and f[path].shape == tuple(vol.blocks.disk_roi(block_start)[1] - block_start)
             os.write(w, b"ok" if ok else b"wrong")
             code = 0
         except BaseException as exc:  # reported to the parent

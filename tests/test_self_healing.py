@@ -178,7 +178,7 @@ def test_blocks_evicted_under_readers_never_fail_a_read(server, volume, tmp_path
             t.start()
         try:
             for i in range(60):
-                paths = vol._paths(starts[(i * 5) % len(starts)])
+                paths = vol.blocks.paths(starts[(i * 5) % len(starts)])
                 with BlockLock(paths.lock_path):  # evicted as an eviction would: under the block's lock
                     for path in (paths.status_path, paths.file_path):
                         if os.path.exists(path):

@@ -28,6 +28,7 @@ from lazyflow_rbfs.errors import (
     SchemaError,
 )
 from lazyflow_rbfs.store import BlockwiseFileset, PathComponents, StatusSummary
+from lazyflow_rbfs.store.handles import HandleCache
 
 # ----------------------------------------------------------------------------------------------------------
 # helpers
@@ -260,11 +261,11 @@ def test_block_and_directory_names_match_upstream_exactly(tmp_path):
             first.externalPath
             == root + "/z_00000008/y_00000000/x_00000016/block-([8, 0, 16], [16, 16, 32]).h5"
         )
-        paths = fs._paths(start)
+        paths = fs.blocks.paths(start)
         assert paths.status_path == root + "/z_00000016/y_00000016/x_00000032/STATUS.txt"
         assert paths.lock_path == root + "/z_00000016/y_00000016/x_00000032/.rbfs.lock"
         assert paths.internal_path == "/cube"
-        disk_start, disk_stop = fs._disk_block_roi(start)
+        disk_start, disk_stop = fs.blocks.disk_roi(start)
         assert disk_start.tolist() == [16, 16, 32] and disk_stop.tolist() == [20, 30, 40]
 
 
@@ -390,7 +391,7 @@ def test_status_round_trip_and_validation(filled):
         assert fs.getBlockStatus((8, 16, 32)) == fs.BLOCK_AVAILABLE
         fs.setBlockStatus((8, 16, 32), fs.BLOCK_NOT_AVAILABLE)
         assert fs.getBlockStatus((8, 16, 32)) == fs.BLOCK_NOT_AVAILABLE
-        assert not os.path.exists(fs._paths((8, 16, 32)).status_path)
+        assert not os.path.exists(fs.blocks.paths((8, 16, 32)).status_path)
         fs.setBlockStatus((8, 16, 32), fs.BLOCK_NOT_AVAILABLE)  # idempotent
         with pytest.raises(ValueError):
             fs.setBlockStatus((8, 16, 32), 7)
@@ -457,12 +458,12 @@ def test_failed_write_keeps_the_old_block_and_no_temp(filled, monkeypatch):
         def broken(*args, **kwargs):
             raise RuntimeError("disk on fire")
 
-        monkeypatch.setattr(fs, "_create_dataset", broken)
+        monkeypatch.setattr(fs.blocks.files, "create_dataset", broken)
         with pytest.raises(RuntimeError, match="disk on fire"):
             fs.writeData(([0, 0, 0], [2, 2, 2]), np.zeros((2, 2, 2), np.uint16))
         monkeypatch.undo()
         assert not [f for f in files_under(fs.root_directory) if f.endswith(".partial")]
-        with h5py.File(fs._paths((0, 0, 0)).file_path, "r") as f:
+        with h5py.File(fs.blocks.paths((0, 0, 0)).file_path, "r") as f:
             np.testing.assert_array_equal(f["cube"][()], source[:8, :16, :16])
         assert not fs.isBlockLocked((0, 0, 0))
 
@@ -484,7 +485,7 @@ def test_dataset_creation_honours_description(tmp_path):
     )
     with BlockwiseFileset(path, "a") as fs:
         fs.writeData(([16, 16, 32], [20, 30, 40]), np.ones((4, 14, 8), np.uint16))
-        with h5py.File(fs._paths((16, 16, 32)).file_path, "r") as f:
+        with h5py.File(fs.blocks.paths((16, 16, 32)).file_path, "r") as f:
             ds = f["cube"]
             assert ds.shape == (4, 14, 8)
             assert ds.chunks == (4, 14, 8)  # clipped to the block
@@ -516,15 +517,15 @@ def test_publish_block_hook(tmp_path):
     with BlockwiseFileset(path) as fs:  # read-only mode: the cache layer publishes through the hook
         block = np.arange(8 * 14 * 16, dtype=np.uint16).reshape(8, 14, 16)
         with pytest.raises(ValueError, match="disk-clipped"):
-            fs._publish_block((8, 16, 16), block[:2, :4, :4])
-        with fs._block_lock((8, 16, 16)):
+            fs.blocks.publish((8, 16, 16), block[:2, :4, :4])
+        with fs.blocks.lock((8, 16, 16)):
             assert fs.isBlockLocked((8, 16, 16))
-            fs._publish_block((8, 16, 16), block)
+            fs.blocks.publish((8, 16, 16), block)
         assert not fs.isBlockLocked((8, 16, 16))
         assert fs.getBlockStatus((8, 16, 16)) == fs.BLOCK_AVAILABLE
         np.testing.assert_array_equal(fs.readData(([8, 16, 16], [10, 20, 20])), block[:2, :4, :4])
         out = np.zeros((2, 4, 4), np.uint16)
-        fs._read_into(np.array([8, 16, 16]), np.array([10, 20, 20]), out)
+        fs.blocks.read_into(np.array([8, 16, 16]), np.array([10, 20, 20]), out)
         np.testing.assert_array_equal(out, block[:2, :4, :4])
         assert files_under(fs.root_directory) == [
             "z_00000008/y_00000016/x_00000016/STATUS.txt",
@@ -548,17 +549,17 @@ def test_handle_cache_is_bounded(tmp_path):
     for start in fs.iterBlockStarts():
         stop = [s + b for s, b in zip(start, fs.block_shape)]
         np.testing.assert_array_equal(fs.readData((start, stop)), source[tuple(map(slice, start, stop))])
-        assert fs._handles.open_count <= 4
+        assert fs.blocks.handles.open_count <= 4
         assert block_fds(root) <= 4
         seen += 1
     assert seen == 50
-    assert fs._handles.open_count == 4 and block_fds(root) == 4
+    assert fs.blocks.handles.open_count == 4 and block_fds(root) == 4
     np.testing.assert_array_equal(fs.readData(([0, 0, 0], [10, 10, 20])), source)  # one read, 50 blocks
     assert block_fds(root) <= 4
     handle = fs.getOpenHdf5FileForBlock((0, 0, 0))
     assert "cube" in handle
     fs.close()
-    assert fs._handles.open_count == 0
+    assert fs.blocks.handles.open_count == 0
     assert block_fds(root) == 0
     assert not handle.id.valid
 
@@ -577,15 +578,19 @@ class _SignallingCondition(threading.Condition):
 
 def test_pinned_handle_is_never_closed_by_eviction(filled):
     path, source = filled
-    fs = BlockwiseFileset(path, max_open_files=1)
+    with BlockwiseFileset(path) as fs:
+        first, second = fs.blocks.paths((0, 0, 0)), fs.blocks.paths((0, 0, 16))
     cond = _SignallingCondition()
-    fs._handles._cond = cond
-    first = fs._paths((0, 0, 0))
-    entry = fs._handles.acquire(first.file_path)
+    handles = HandleCache(1, condition=cond)  # one slot; the condition tells when a reader waits
+    entry = handles.acquire(first.file_path)
     result = {}
 
     def reader():
-        result["data"] = fs.readData(([0, 0, 16], [8, 16, 32]))
+        other = handles.acquire(second.file_path)
+        try:
+            result["data"] = other.dataset(second.internal_path)[()]
+        finally:
+            handles.release(other)
 
     thread = threading.Thread(target=reader)
     thread.start()
@@ -593,33 +598,33 @@ def test_pinned_handle_is_never_closed_by_eviction(filled):
     # The other thread wants a slot, yet our pinned handle stays open and usable.
     assert entry.file.id.valid
     np.testing.assert_array_equal(entry.dataset(first.internal_path)[()], source[:8, :16, :16])
-    assert fs._handles.open_count == 1
-    fs._handles.release(entry)
+    assert handles.open_count == 1
+    handles.release(entry)
     thread.join(30)
     assert not thread.is_alive()
     np.testing.assert_array_equal(result["data"], source[:8, :16, 16:32])
     assert entry.file is None  # evicted once unpinned
-    assert fs._handles.open_count == 1
-    fs.close()
-    assert fs._handles.open_count == 0
+    assert handles.open_count == 1
+    handles.close_all()
+    assert handles.open_count == 0
 
 
 def test_close_while_pinned_defers_the_close(filled):
     path, _ = filled
     fs = BlockwiseFileset(path)
-    paths = fs._paths((0, 0, 0))
-    entry = fs._handles.acquire(paths.file_path)
+    paths = fs.blocks.paths((0, 0, 0))
+    entry = fs.blocks.handles.acquire(paths.file_path)
     fs.close()
-    assert entry.file.id.valid and fs._handles.open_count == 1
-    fs._handles.release(entry)
-    assert entry.file is None and fs._handles.open_count == 0
+    assert entry.file.id.valid and fs.blocks.handles.open_count == 1
+    fs.blocks.handles.release(entry)
+    assert entry.file is None and fs.blocks.handles.open_count == 0
 
 
 def test_replaced_block_file_is_reopened(filled):
     path, source = filled
     with BlockwiseFileset(path) as fs:
         np.testing.assert_array_equal(fs.readData(([0, 0, 0], [8, 16, 16])), source[:8, :16, :16])
-        target = fs._paths((0, 0, 0)).file_path
+        target = fs.blocks.paths((0, 0, 0)).file_path
         temp = target + ".by-hand"
         with h5py.File(temp, "w") as f:
             f.create_dataset("cube", data=np.full((8, 16, 16), 5, np.uint16))
@@ -644,7 +649,7 @@ def test_concurrent_reads_from_eight_threads(filled):
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(check, rois))
         assert all(results)
-        assert fs._handles.open_count <= 3
+        assert fs.blocks.handles.open_count <= 3
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -665,7 +670,7 @@ def test_is_block_locked_by_another_process_and_after_sigkill(filled):
     with BlockwiseFileset(path) as fs:
         assert not fs.isBlockLocked((8, 16, 16))
         proc = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, fs._paths((8, 16, 16)).lock_path],
+            [sys.executable, "-c", HOLDER, fs.blocks.paths((8, 16, 16)).lock_path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -690,7 +695,7 @@ def test_is_block_locked_by_another_thread(filled):
         held, done = threading.Event(), threading.Event()
 
         def hold():
-            with fs._block_lock((0, 0, 16)):
+            with fs.blocks.lock((0, 0, 16)):
                 held.set()
                 done.wait(30)
 
@@ -707,17 +712,17 @@ def test_purge_all_locks_removes_stale_files_only(filled):
     path, source = filled
     with BlockwiseFileset(path) as fs:
         stale = [
-            fs._paths((0, 0, 0)).file_path + ".lock",  # upstream FileLock leftovers
-            fs._paths((8, 16, 32)).file_path + ".lock",
-            fs._paths((0, 16, 0)).file_path + ".4242.deadbeef.partial",  # our temp from a killed process
+            fs.blocks.paths((0, 0, 0)).file_path + ".lock",  # upstream FileLock leftovers
+            fs.blocks.paths((8, 16, 32)).file_path + ".lock",
+            fs.blocks.paths((0, 16, 0)).file_path + ".4242.deadbeef.partial",  # a killed process's temp
         ]
         for p in stale:
             open(p, "w").close()
-        live = fs._paths((16, 0, 0)).file_path + ".99.cafe.partial"
+        live = fs.blocks.paths((16, 0, 0)).file_path + ".99.cafe.partial"
         open(live, "w").close()
-        unrelated = os.path.join(fs._paths((0, 0, 0)).directory, "notes.txt")
+        unrelated = os.path.join(fs.blocks.paths((0, 0, 0)).directory, "notes.txt")
         open(unrelated, "w").close()
-        holder = locks.BlockLock(fs._paths((16, 0, 0)).lock_path)  # a live writer of that block
+        holder = locks.BlockLock(fs.blocks.paths((16, 0, 0)).lock_path)  # a live writer of that block
         holder.acquire()
         try:
             assert fs.purgeAllLocks() == 3
@@ -742,11 +747,11 @@ def test_status_summary(tmp_path):
         fs.writeData(([0, 0, 16], [8, 16, 32]), np.ones((8, 16, 16), np.uint16))
         fs.setBlockStatus((0, 0, 16), fs.BLOCK_AVAILABLE)
         fs.writeData(([8, 16, 32], [12, 30, 40]), np.ones((4, 14, 8), np.uint16))  # written, not marked
-        temp_only = fs._paths((8, 0, 0))
+        temp_only = fs.blocks.paths((8, 0, 0))
         os.makedirs(temp_only.directory)
         open(temp_only.file_path + ".1.ab.partial", "w").close()
-        os.makedirs(fs._paths((0, 16, 0)).directory)  # an empty directory is just missing
-        size = sum(os.path.getsize(fs._paths(s).file_path) for s in [(0, 0, 0), (0, 0, 16)])
+        os.makedirs(fs.blocks.paths((0, 16, 0)).directory)  # an empty directory is just missing
+        size = sum(os.path.getsize(fs.blocks.paths(s).file_path) for s in [(0, 0, 0), (0, 0, 16)])
         summary = fs.statusSummary()
         assert summary == StatusSummary(total=12, available=2, partial=2, missing=8, available_bytes=size)
         sub = fs.statusSummary(([0, 0, 0], [8, 16, 20]))
@@ -767,18 +772,18 @@ def test_verify_and_repair(filled):
     path, source = filled
     with BlockwiseFileset(path) as fs:
         assert fs.verify().ok and fs.verify().checked == 18
-        missing = fs._paths((0, 0, 0))
+        missing = fs.blocks.paths((0, 0, 0))
         os.remove(missing.file_path)
-        garbage = fs._paths((0, 0, 16))
+        garbage = fs.blocks.paths((0, 0, 16))
         with open(garbage.file_path, "wb") as f:
             f.write(b"not hdf5 at all")
-        wrong_shape = fs._paths((0, 16, 0))
+        wrong_shape = fs.blocks.paths((0, 16, 0))
         with h5py.File(wrong_shape.file_path, "w") as f:
             f.create_dataset("cube", data=np.zeros((8, 14, 15), np.uint16))
-        wrong_dtype = fs._paths((8, 0, 0))
+        wrong_dtype = fs.blocks.paths((8, 0, 0))
         with h5py.File(wrong_dtype.file_path, "w") as f:
             f.create_dataset("cube", data=np.zeros((8, 16, 16), np.float64))
-        stray = fs._paths((16, 16, 32)).file_path + ".77.abcd.partial"
+        stray = fs.blocks.paths((16, 16, 32)).file_path + ".77.abcd.partial"
         open(stray, "w").close()
 
         report = fs.verify()
@@ -848,9 +853,9 @@ def test_export_subset_is_self_contained(tmp_path):
     with BlockwiseFileset(path, "a") as fs:
         fill(fs, view)
         # leftovers that must never be exported
-        open(fs._paths((8, 16, 16)).file_path + ".lock", "w").close()
-        open(fs._paths((8, 16, 16)).file_path + ".5.ab.partial", "w").close()
-        open(fs._paths((8, 16, 16)).lock_path, "w").close()
+        open(fs.blocks.paths((8, 16, 16)).file_path + ".lock", "w").close()
+        open(fs.blocks.paths((8, 16, 16)).file_path + ".5.ab.partial", "w").close()
+        open(fs.blocks.paths((8, 16, 16)).lock_path, "w").close()
         fs.setBlockStatus((8, 0, 0), fs.BLOCK_NOT_AVAILABLE)  # not available: not exported
     out_dir = tmp_path / "out"
     with BlockwiseFileset(path) as fs:
