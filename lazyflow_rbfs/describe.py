@@ -70,7 +70,7 @@ def parse_source(source: str) -> tuple[str, Any]:
     scheme = urlsplit(text).scheme.lower()
     if scheme == "boss":
         parts = [p for p in text[len("boss://") :].split("/") if p]
-        if len(parts) != 3 or any(_description._BOSS_NAME.fullmatch(p) is None for p in parts):
+        if len(parts) != 3 or any(_description.remote._BOSS_NAME.fullmatch(p) is None for p in parts):
             raise DescriptionError(
                 f"source: expected boss://collection/experiment/channel, found {source!r}", field="source"
             )
@@ -341,7 +341,7 @@ def describe_source(
         )
     user_headers = {str(k): str(v) for k, v in (headers or {}).items()}
     if kind == "boss":
-        base = _description._check_http_base(
+        base = _description.fields.check_http_base(
             boss_url or _description.DEFAULT_BOSS_URL, "boss_url", "the Boss API"
         )
         if scale is None:
