@@ -13,6 +13,7 @@ import numpy
 import pytest
 
 import lazyflow_rbfs
+import lazyflow_rbfs.remote.formats  # noqa: F401  (registers the remote formats the schema knows)
 from lazyflow_rbfs import description as d
 from lazyflow_rbfs.description import (
     COMPOSITE_FIELDS,

@@ -4,7 +4,9 @@ Schemas (same names, fields and versions as upstream lazyflow):
 
 * ``"blockwise-fileset-description"`` 1.1 (1.0 accepted): the local block tree (:data:`LOCAL_FIELDS`,
   :mod:`.local`).
-* ``"RESTful-volume-description"`` 1.0: the remote volume (:data:`REMOTE_FIELDS`, :mod:`.remote`).
+* ``"RESTful-volume-description"`` 1.0: the remote volume (:data:`REMOTE_FIELDS`, :mod:`.remote`). Remote
+  formats register their fields there (:func:`register_remote_format`); the built-in ones are registered
+  by importing :mod:`lazyflow_rbfs.remote` (every public entry point does).
 * ``"RESTful-blockwise-fileset-description"`` 1.0: both, nested (:data:`COMPOSITE_FIELDS`,
   :mod:`.composite`).
 
@@ -37,8 +39,14 @@ from lazyflow_rbfs.description.remote import (
     REMOTE_FORMAT_FIELDS,
     REMOTE_FORMATS,
     REMOTE_SCHEMA_NAME,
+    IdentityLocation,
+    RemoteFormatSchema,
     parse_remote,
     read_remote,
+    register_remote_format,
+    remote_format,
+    remote_formats,
+    unregister_remote_format,
     update_remote_defaults,
 )
 from lazyflow_rbfs.description.schema import MAX_FILE_SIZE
@@ -60,6 +68,12 @@ __all__ = [
     "DEFAULT_BOSS_URL",
     "REFUSED_REMOTE_FIELDS",
     "CREDENTIALS_HELP",
+    "IdentityLocation",
+    "RemoteFormatSchema",
+    "register_remote_format",
+    "unregister_remote_format",
+    "remote_format",
+    "remote_formats",
     "SUPPORTED_DTYPES",
     "MAX_FILE_SIZE",
     "read_local",

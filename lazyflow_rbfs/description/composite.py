@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from lazyflow_rbfs.description.fields import field_error_text, join_field, require, show_value
-from lazyflow_rbfs.description.h5path import normalize_h5_path, split_block_file_name_format
 from lazyflow_rbfs.description.local import LOCAL_FIELDS, LOCAL_SCHEMA_NAME, parse_local
 from lazyflow_rbfs.description.namespace import Namespace
-from lazyflow_rbfs.description.remote import REMOTE_FIELDS, REMOTE_SCHEMA_NAME, parse_remote
+from lazyflow_rbfs.description.remote import REMOTE_FIELDS, REMOTE_SCHEMA_NAME, parse_remote, remote_format
 from lazyflow_rbfs.description.schema import collect_fields, load_json
 
 __all__ = ["COMPOSITE_SCHEMA_NAME", "COMPOSITE_FIELDS", "parse_composite", "read_composite"]
@@ -50,15 +49,7 @@ def _parse_composite(obj: Any, prefix: str, nested: bool) -> Namespace:
             f"<= the remote shape {show_value(remote.shape)} in every axis",
             show_value(local.shape),
         )
-    if remote.format == "hdf5":
-        _external, internal = split_block_file_name_format(local.block_file_name_format)
-        if normalize_h5_path(internal) != normalize_h5_path(remote.hdf5_dataset):
-            raise field_error_text(
-                join_field(local_field, "block_file_name_format"),
-                f"the internal dataset path {normalize_h5_path(remote.hdf5_dataset)!r} "
-                f"(remote hdf5_dataset {remote.hdf5_dataset!r})",
-                f"{normalize_h5_path(internal)!r} in {local.block_file_name_format!r}",
-            )
+    remote_format(remote.format).check_composite(remote, local, local_field)
     return Namespace(**out)
 
 
@@ -67,8 +58,9 @@ def parse_composite(obj: Mapping[str, Any] | Namespace, *, field_prefix: str = "
 
     Both nested descriptions are parsed as by :func:`parse_remote`/:func:`parse_local` (errors in them
     are :class:`DescriptionError` with dotted fields such as ``local_description.shape``), then checked
-    against each other: equal axes, local ``shape`` <= remote ``shape``, and the HDF5 internal path of
-    ``block_file_name_format`` equal to ``hdf5_dataset`` (after :func:`normalize_h5_path`).
+    against each other: equal axes, local ``shape`` <= remote ``shape``, and what the remote format checks
+    (``hdf5``: the HDF5 internal path of ``block_file_name_format`` equal to ``hdf5_dataset`` after
+    :func:`normalize_h5_path`).
     """
     return _parse_composite(obj, field_prefix, bool(field_prefix))
 

@@ -1,14 +1,21 @@
 """The remote schema ``"RESTful-volume-description"`` 1.0: the remote volume and where its data comes from.
 
+The schema has common fields (upstream's: ``name``, ``format``, ``axes``, ``dtype``, ``bounds``,
+``origin_offset``, ``url_format``, ``hdf5_dataset``) and the fields of each remote format. This layer knows
+no format by name: formats register here (:func:`register_remote_format`, done for the built-in ones by
+importing :mod:`lazyflow_rbfs.remote.formats`, which :mod:`lazyflow_rbfs.remote` and therefore every public
+entry point imports), adding their fields to :data:`REMOTE_FIELDS` and validating them
+(:class:`RemoteFormatSchema`). A field of one format given with another format is an error.
+
 Defaults: ``origin_offset`` zeros; ``shape`` is always ``bounds - origin_offset``.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Mapping
-from typing import Any
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple, Protocol
 
 import numpy
 
@@ -16,17 +23,13 @@ from lazyflow_rbfs.description.fields import (
     DType,
     Vector,
     check_axes,
-    check_http_base,
     check_positive,
     field_error,
     field_error_text,
-    format_fields,
     join_field,
     parse_dtype,
-    parse_int,
     parse_str,
     parse_vector,
-    placeholder,
     require,
     show_value,
 )
@@ -41,56 +44,18 @@ __all__ = [
     "DEFAULT_BOSS_URL",
     "REFUSED_REMOTE_FIELDS",
     "CREDENTIALS_HELP",
+    "IdentityLocation",
+    "RemoteFormatSchema",
+    "register_remote_format",
+    "unregister_remote_format",
+    "remote_format",
+    "remote_formats",
     "parse_remote",
     "read_remote",
     "update_remote_defaults",
 ]
 
 REMOTE_SCHEMA_NAME = "RESTful-volume-description"
-
-#: Schema of the remote volume (``RESTfulVolume.DescriptionFields``): field name -> type.
-REMOTE_FIELDS: dict[str, Any] = {
-    "_schema_name": REMOTE_SCHEMA_NAME,
-    "_schema_version": 1.0,
-    "name": str,
-    "format": str,
-    "axes": str,
-    "dtype": DType,
-    "bounds": Vector,
-    "shape": Vector,
-    "origin_offset": Vector,
-    "url_format": str,
-    "hdf5_dataset": str,
-    # format "boss" (BossDB cutout API); all optional, see REMOTE_FORMAT_FIELDS
-    "boss_url": str,
-    "collection": str,
-    "experiment": str,
-    "channel": str,
-    "resolution": int,
-    "boss_encoding": str,
-    "max_cutout_bytes": int,
-    # Refused (REFUSED_REMOTE_FIELDS): a description cannot say where a secret is read from.
-    "token_env": str,
-    "token_file": str,
-    # format "precomputed" (neuroglancer precomputed over HTTP)
-    "precomputed_url": str,
-    "scale": (str, int),
-    "fill_missing": bool,
-}
-
-#: The format-specific remote fields: they may be given only with their format.
-REMOTE_FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
-    "boss": (
-        "boss_url",
-        "collection",
-        "experiment",
-        "channel",
-        "resolution",
-        "boss_encoding",
-        "max_cutout_bytes",
-    ),
-    "precomputed": ("precomputed_url", "scale", "fill_missing"),
-}
 
 #: The public BossDB API, the default ``boss_url``.
 DEFAULT_BOSS_URL = "https://api.bossdb.io"
@@ -106,179 +71,192 @@ CREDENTIALS_HELP = (
     f"(INTERN_TOKEN alone is for {DEFAULT_BOSS_URL}); a token is sent only to the host it is configured for"
 )
 
-
-_URL_AXES = "tcxyz"
-_URL_PLACEHOLDER = re.compile(r"([tcxyz])_(start|stop)")
-
-
-def _check_url_format(fmt: Any, field: str, axes: str) -> str:
-    fmt = parse_str(fmt, field)
-    expected = "an http(s) URL format with {a_start}/{a_stop} for every axis"
-    if fmt is None:
-        raise field_error(field, expected, None)
-    lowered = fmt.lower()
-    if not (lowered.startswith("http://") or lowered.startswith("https://")):
-        raise field_error(field, "an http:// or https:// URL", fmt)
-    rest = fmt.split("://", 1)[1]
-    host = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    if not host or "{" in host or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in fmt):
-        raise field_error(field, "an http(s) URL with a literal host and no whitespace", fmt)
-    names = format_fields(fmt, field)
-    present: set[str] = set()
-    sample: dict[str, int] = {}
-    for name, conversion, spec in names:
-        if conversion or spec:
-            raise field_error_text(
-                field,
-                "plain placeholders such as {x_start} (no conversion or format spec)",
-                f"{placeholder(name, conversion, spec)} in {show_value(fmt)}",
-            )
-        match = _URL_PLACEHOLDER.fullmatch(name)
-        if match is None:
-            raise field_error_text(
-                field,
-                f"only placeholders {{a_start}}/{{a_stop}} for axes a of {_URL_AXES!r}",
-                f"{{{name}}} in {show_value(fmt)}",
-            )
-        if match.group(1) not in axes:
-            raise field_error_text(
-                field,
-                f"placeholders only for the axes {axes!r}",
-                f"{{{name}}} (axis {match.group(1)!r} is not in axes) in {show_value(fmt)}",
-            )
-        present.add(name)
-        sample[name] = 0
-    missing = [f"{{{a}_{end}}}" for a in axes for end in ("start", "stop") if f"{a}_{end}" not in present]
-    if missing:
-        raise field_error_text(
-            field, expected + f" of {axes!r}", f"{show_value(fmt)} without {', '.join(missing)}"
-        )
-    try:
-        fmt.format(**sample)
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise field_error_text(field, "a valid str.format string", f"{show_value(fmt)} ({exc})") from None
-    return fmt
-
-
-def _validate_remote_hdf5(out: dict[str, Any], prefix: str) -> None:
-    field = join_field(prefix, "hdf5_dataset")
-    dataset = parse_str(out["hdf5_dataset"], field)
-    if dataset is None or not dataset.strip("/"):
-        raise field_error(field, "the HDF5 dataset name inside each downloaded file (e.g. 'cube')", dataset)
-    out["url_format"] = _check_url_format(out["url_format"], join_field(prefix, "url_format"), out["axes"])
-
-
-def _validate_remote_npy(out: dict[str, Any], prefix: str) -> None:
-    # "npz"/"npygz": a zlib-compressed .npy body (openconnecto.me, BossDB); no dataset name inside.
-    out["hdf5_dataset"] = parse_str(out["hdf5_dataset"], join_field(prefix, "hdf5_dataset"))
-    out["url_format"] = _check_url_format(out["url_format"], join_field(prefix, "url_format"), out["axes"])
-
-
-def _check_no_url_format(out: dict[str, Any], prefix: str, fmt: str, instead: str) -> None:
-    # A url_format/hdf5_dataset next to format "boss"/"precomputed" is a conflict of the format with
-    # those fields; it is reported on "format" (a description with url_format wants hdf5/npz/npygz).
-    for name in ("url_format", "hdf5_dataset"):
-        if out[name] is not None:
-            raise field_error_text(
-                join_field(prefix, "format"),
-                f"a format that uses {name} ('hdf5', 'npz' or 'npygz'), or no {name} (format {fmt!r} "
-                f"derives its URLs from {instead})",
-                f"format {fmt!r} together with {name} {show_value(out[name])}",
-            )
-
-
-_BOSS_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
-_BOSS_ENCODINGS = ("blosc", "npygz")
-
-
-def _validate_remote_boss(out: dict[str, Any], prefix: str) -> None:
-    def f(name: str) -> str:
-        return join_field(prefix, name)
-
-    _check_no_url_format(out, prefix, "boss", "boss_url, collection, experiment, channel and resolution")
-    if out["axes"] not in ("zyx", "tzyx"):
-        raise field_error(
-            f("axes"), "'zyx' or 'tzyx' for format 'boss' (BossDB cutouts are (t)ZYX)", out["axes"]
-        )
-    base = out["boss_url"]
-    out["boss_url"] = (
-        DEFAULT_BOSS_URL if base is None else check_http_base(base, f("boss_url"), "the Boss API")
-    )
-    for name in ("collection", "experiment", "channel"):
-        value = parse_str(out[name], f(name))
-        if value is None or _BOSS_NAME.fullmatch(value) is None:
-            raise field_error(f(name), f"the Boss {name} name (letters, digits, '_', '-', '.')", value)
-        out[name] = value
-    resolution = parse_int(out["resolution"], f("resolution"))
-    if resolution is None:
-        resolution = 0
-    if resolution < 0:
-        raise field_error(f("resolution"), "a resolution level >= 0 (0 is the native resolution)", resolution)
-    out["resolution"] = resolution
-    encoding = parse_str(out["boss_encoding"], f("boss_encoding"))
-    if encoding is None:
-        encoding = "blosc"
-    if encoding not in _BOSS_ENCODINGS:
-        raise field_error(f("boss_encoding"), f"one of {list(_BOSS_ENCODINGS)}", encoding)
-    out["boss_encoding"] = encoding
-    limit = parse_int(out["max_cutout_bytes"], f("max_cutout_bytes"))
-    if limit is not None and limit <= 0:
-        raise field_error(f("max_cutout_bytes"), "a positive number of bytes", limit)
-    out["max_cutout_bytes"] = limit
-
-
-def _validate_remote_precomputed(out: dict[str, Any], prefix: str) -> None:
-    def f(name: str) -> str:
-        return join_field(prefix, name)
-
-    _check_no_url_format(out, prefix, "precomputed", "precomputed_url, scale and the volume's info file")
-    if out["axes"] not in ("zyx", "czyx"):
-        raise field_error(
-            f("axes"),
-            "'zyx' or 'czyx' for format 'precomputed' (chunks are x,y,z,c in Fortran order)",
-            out["axes"],
-        )
-    out["precomputed_url"] = check_http_base(
-        out["precomputed_url"], f("precomputed_url"), "the URL of the folder holding the volume's info file"
-    )
-    scale = out["scale"]
-    expected = "a scale key (e.g. '8_8_40') or a scale index >= 0"
-    if scale is None:
-        scale = 0
-    elif isinstance(scale, bool) or not isinstance(scale, (str, int, numpy.integer)):
-        raise field_error(f("scale"), expected, scale)
-    elif isinstance(scale, str):
-        if (
-            not scale.strip()
-            or "\0" in scale
-            or scale != scale.strip()
-            or scale.startswith("/")
-            or ".." in scale
-        ):
-            raise field_error(f("scale"), expected, scale)
-    else:
-        scale = int(scale)
-        if scale < 0:
-            raise field_error(f("scale"), expected, scale)
-    out["scale"] = scale
-    fill = out["fill_missing"]
-    if fill is None:
-        fill = False
-    if not isinstance(fill, (bool, numpy.bool_)):
-        raise field_error(f("fill_missing"), "true or false", fill)
-    out["fill_missing"] = bool(fill)
-
-
-#: Remote formats accepted in ``RESTful-volume-description``: name -> validator of the parsed fields.
-#: A validator receives the field dict (generic fields already parsed) and the field prefix, checks and
-#: normalises the format-specific fields in place and raises :class:`DescriptionError`.
-REMOTE_FORMATS: dict[str, Callable[[dict[str, Any], str], None]] = {
-    "hdf5": _validate_remote_hdf5,
-    "npz": _validate_remote_npy,
-    "npygz": _validate_remote_npy,
-    "boss": _validate_remote_boss,
-    "precomputed": _validate_remote_precomputed,
+#: The fields of every remote description, whatever its format (upstream's schema, and the refused ones).
+_COMMON_FIELDS: dict[str, Any] = {
+    "_schema_name": REMOTE_SCHEMA_NAME,
+    "_schema_version": 1.0,
+    "name": str,
+    "format": str,
+    "axes": str,
+    "dtype": DType,
+    "bounds": Vector,
+    "shape": Vector,
+    "origin_offset": Vector,
+    "url_format": str,
+    "hdf5_dataset": str,
+    # Refused (REFUSED_REMOTE_FIELDS): a description cannot say where a secret is read from.
+    "token_env": str,
+    "token_file": str,
 }
+
+#: Schema of the remote volume (``RESTfulVolume.DescriptionFields``): field name -> type. The common
+#: fields, then the fields of every registered format, in the order the formats were registered.
+REMOTE_FIELDS: dict[str, Any] = dict(_COMMON_FIELDS)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Formats
+
+
+class IdentityLocation(NamedTuple):
+    """Where a remote volume's data is, as a cache root records it (:mod:`lazyflow_rbfs.identity`).
+
+    ``url`` is scrubbed of credentials by the identity layer; ``path`` is appended to it as it is (names
+    such as a Boss channel path, never secrets); ``scale`` selects a level of the volume, if any.
+    """
+
+    url: str
+    path: str = ""
+    scale: str | int | None = None
+
+
+class RemoteFormatSchema(Protocol):
+    """What the description and identity layers need of a remote format (the full interface is
+    :class:`lazyflow_rbfs.remote.formats.base.RemoteFormat`)."""
+
+    #: The ``format`` values it reads; the first is its name.
+    names: tuple[str, ...]
+    #: Its own remote fields (name -> type, as in :data:`REMOTE_FIELDS`); optional unless it says so.
+    fields: Mapping[str, Any]
+    #: ``None`` if it reads ``url_format`` (and ``hdf5_dataset``); else where it derives its URLs from (for
+    #: the message refusing ``url_format``).
+    url_source: str | None
+
+    def validate(self, out: dict[str, Any], prefix: str) -> None:
+        """Check and normalise its fields in ``out`` (common fields already parsed) in place; raise
+        :class:`~lazyflow_rbfs.errors.DescriptionError` naming ``join_field(prefix, field)``."""
+
+    def check_composite(self, remote: Namespace, local: Namespace, local_field: str) -> None:
+        """Check a parsed local description against this format's parsed remote one (composites)."""
+
+    def identity_location(self, desc: Any) -> IdentityLocation:
+        """Where the volume of a parsed remote description is (see :class:`IdentityLocation`)."""
+
+
+_LOCK = threading.Lock()
+_BY_NAME: dict[str, RemoteFormatSchema] = {}
+_REGISTERED: list[RemoteFormatSchema] = []
+_FIELD_OWNERS: dict[str, list[str]] = {}  # format field -> names of the formats declaring it
+
+
+def register_remote_format(fmt: RemoteFormatSchema) -> None:
+    """Accept remote descriptions whose ``format`` is one of ``fmt.names``; add ``fmt.fields`` to the schema.
+
+    Registering the same object again does nothing. A field may be declared by several formats (with the
+    same type); the common fields cannot be redeclared.
+
+    Raises
+    ------
+    ValueError
+        A name is taken by another format, or a field clashes with a common field or with another
+        format's field of a different type.
+    """
+    with _LOCK:
+        if fmt in _REGISTERED:
+            return
+        names = tuple(fmt.names)
+        if not names or any(not isinstance(n, str) or not n for n in names):
+            raise ValueError(f"a remote format needs at least one name, found {names!r}")
+        taken = [n for n in names if n in _BY_NAME]
+        if taken:
+            raise ValueError(f"remote format names {taken} are registered already")
+        for field, kind in fmt.fields.items():
+            if field in _COMMON_FIELDS:
+                raise ValueError(f"remote format {names[0]!r} redeclares the common field {field!r}")
+            if field in REMOTE_FIELDS and REMOTE_FIELDS[field] != kind:
+                raise ValueError(
+                    f"remote format {names[0]!r} declares {field!r} as {kind!r}, another format as "
+                    f"{REMOTE_FIELDS[field]!r}"
+                )
+        for field, kind in fmt.fields.items():
+            REMOTE_FIELDS.setdefault(field, kind)
+            _FIELD_OWNERS.setdefault(field, []).append(names[0])
+        for name in names:
+            _BY_NAME[name] = fmt
+        _REGISTERED.append(fmt)
+
+
+def unregister_remote_format(fmt: RemoteFormatSchema) -> None:
+    """Undo :func:`register_remote_format` (fields no other format declares leave the schema)."""
+    with _LOCK:
+        if fmt not in _REGISTERED:
+            return
+        _REGISTERED.remove(fmt)
+        for name in fmt.names:
+            _BY_NAME.pop(name, None)
+        for field in fmt.fields:
+            owners = _FIELD_OWNERS.get(field, [])
+            if fmt.names[0] in owners:
+                owners.remove(fmt.names[0])
+            if not owners:
+                _FIELD_OWNERS.pop(field, None)
+                REMOTE_FIELDS.pop(field, None)
+
+
+def remote_formats() -> tuple[RemoteFormatSchema, ...]:
+    """The registered formats, in the order they were registered."""
+    return tuple(_REGISTERED)
+
+
+def remote_format(name: Any, field: str = "format") -> RemoteFormatSchema:
+    """The registered format that reads ``format`` ``name``.
+
+    Raises
+    ------
+    DescriptionError
+        (``field``) No registered format has that name; the message lists the names.
+    """
+    fmt = _BY_NAME.get(name) if isinstance(name, str) else None
+    if fmt is not None:
+        return fmt
+    if not _BY_NAME:
+        raise field_error(
+            field,
+            "a registered remote format (none is registered: importing lazyflow_rbfs.remote registers "
+            "the built-in ones)",
+            name,
+        )
+    raise field_error(field, f"one of {sorted(_BY_NAME)}", name)
+
+
+class _FormatsView(Mapping[str, Any]):
+    """``REMOTE_FORMATS``: format name -> registered format (read-only, live)."""
+
+    def __getitem__(self, name: str) -> Any:
+        return _BY_NAME[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict(_BY_NAME))
+
+    def __len__(self) -> int:
+        return len(_BY_NAME)
+
+
+class _FormatFieldsView(Mapping[str, tuple[str, ...]]):
+    """``REMOTE_FORMAT_FIELDS``: name of a format with fields of its own -> those fields (read-only, live)."""
+
+    def _table(self) -> dict[str, tuple[str, ...]]:
+        return {fmt.names[0]: tuple(fmt.fields) for fmt in _REGISTERED if fmt.fields}
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+#: Remote formats accepted in ``RESTful-volume-description``: name -> format (see :func:`remote_format`).
+REMOTE_FORMATS: Mapping[str, Any] = _FormatsView()
+
+#: The format-specific remote fields: they may be given only with their format.
+REMOTE_FORMAT_FIELDS: Mapping[str, tuple[str, ...]] = _FormatFieldsView()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parsing
 
 
 def _parse_remote(obj: Any, prefix: str, nested: bool) -> Namespace:
@@ -289,10 +267,9 @@ def _parse_remote(obj: Any, prefix: str, nested: bool) -> Namespace:
 
     out: dict[str, Any] = dict(raw)
     out["name"] = parse_str(raw["name"], f("name"))
-    fmt = parse_str(raw["format"], f("format"))
-    if fmt not in REMOTE_FORMATS:
-        raise field_error(f("format"), f"one of {sorted(REMOTE_FORMATS)}", raw["format"])
-    out["format"] = fmt
+    fmt_name = parse_str(raw["format"], f("format"))
+    fmt = remote_format(fmt_name, f("format"))
+    out["format"] = fmt_name
     axes = out["axes"] = check_axes(raw["axes"], f("axes"))
     ndim = len(axes)
     out["dtype"] = parse_dtype(require(raw["dtype"], f("dtype"), "a numpy type name"), f("dtype"))
@@ -323,14 +300,28 @@ def _parse_remote(obj: Any, prefix: str, nested: bool) -> Namespace:
                 f"from. {CREDENTIALS_HELP}",
                 f"{name} set",
             )
-    for other, names in REMOTE_FORMAT_FIELDS.items():
-        if other == fmt:
-            continue
-        for name in names:
-            if out[name] is not None:
-                raise field_error_text(f(name), f"{name} only with format {other!r}", f"format {fmt!r}")
-    REMOTE_FORMATS[fmt](out, prefix)
+    for name, owners in _FIELD_OWNERS.items():
+        if out[name] is not None and name not in fmt.fields:
+            raise field_error_text(f(name), f"{name} only with format {owners[0]!r}", f"format {fmt_name!r}")
+    if fmt.url_source is not None:
+        _refuse_url_format(out, prefix, str(fmt_name), fmt.url_source)
+    fmt.validate(out, prefix)
     return Namespace(**out)
+
+
+def _refuse_url_format(out: dict[str, Any], prefix: str, fmt: str, url_source: str) -> None:
+    # A url_format/hdf5_dataset next to a format that derives its URLs is a conflict of the format with
+    # those fields; it is reported on "format" (a description with url_format wants a format that reads it).
+    users = [name for spec in _REGISTERED if spec.url_source is None for name in spec.names]
+    listed = " or ".join(", ".join(repr(n) for n in users).rsplit(", ", 1))
+    for name in ("url_format", "hdf5_dataset"):
+        if out[name] is not None:
+            raise field_error_text(
+                join_field(prefix, "format"),
+                f"a format that uses {name} ({listed}), or no {name} (format {fmt!r} derives its URLs from "
+                f"{url_source})",
+                f"format {fmt!r} together with {name} {show_value(out[name])}",
+            )
 
 
 def parse_remote(obj: Mapping[str, Any] | Namespace, *, field_prefix: str = "") -> Namespace:
