@@ -184,15 +184,15 @@ def describe_source(
                 field=refused,
             )
     fmt = formats.for_source(source)
-    probe = fmt.probe(
-        source,
+    request = formats.ProbeRequest(
         scale=scale,
         timeout=timeout,
         retries=retries,
         headers={str(k): str(v) for k, v in (headers or {}).items()},
         environ=environ,
-        **_format_options(fmt, source, format_options),
+        options=_format_options(fmt, source, format_options),
     )
+    probe = fmt.probe(source, request)
     remote = dict(probe.remote)
     if name:
         remote["name"] = name

@@ -14,19 +14,17 @@ from lazyflow_rbfs.description.fields import field_error_text, join_field, requi
 from lazyflow_rbfs.description.local import LOCAL_FIELDS, LOCAL_SCHEMA_NAME, parse_local
 from lazyflow_rbfs.description.namespace import Namespace
 from lazyflow_rbfs.description.remote import REMOTE_FIELDS, REMOTE_SCHEMA_NAME, parse_remote, remote_format
-from lazyflow_rbfs.description.schema import collect_fields, load_json
+from lazyflow_rbfs.description.schema import collect_fields, load_json, schema_fields
 
 __all__ = ["COMPOSITE_SCHEMA_NAME", "COMPOSITE_FIELDS", "parse_composite", "read_composite"]
 
 COMPOSITE_SCHEMA_NAME = "RESTful-blockwise-fileset-description"
 
-#: Schema of the composite description (``RESTfulBlockwiseFileset.DescriptionFields``).
-COMPOSITE_FIELDS: dict[str, Any] = {
-    "_schema_name": COMPOSITE_SCHEMA_NAME,
-    "_schema_version": 1.0,
-    "remote_description": REMOTE_FIELDS,
-    "local_description": LOCAL_FIELDS,
-}
+#: Schema of the composite description (``RESTfulBlockwiseFileset.DescriptionFields``): the two nested
+#: schemas.
+COMPOSITE_FIELDS: dict[str, Any] = schema_fields(
+    COMPOSITE_SCHEMA_NAME, 1.0, {"remote_description": REMOTE_FIELDS, "local_description": LOCAL_FIELDS}
+)
 
 
 def _parse_composite(obj: Any, prefix: str, nested: bool) -> Namespace:

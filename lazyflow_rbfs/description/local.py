@@ -17,14 +17,11 @@ from lazyflow_rbfs.description.fields import (
     DRange,
     DType,
     Vector,
-    check_axes,
     check_positive,
     field_error,
     field_error_text,
     format_fields,
-    join_field,
     parse_drange,
-    parse_dtype,
     parse_int,
     parse_str,
     parse_vector,
@@ -34,7 +31,7 @@ from lazyflow_rbfs.description.fields import (
 )
 from lazyflow_rbfs.description.h5path import split_block_file_name_format
 from lazyflow_rbfs.description.namespace import Namespace
-from lazyflow_rbfs.description.schema import collect_fields, load_json
+from lazyflow_rbfs.description.schema import collect_volume_fields, load_json, schema_fields
 from lazyflow_rbfs.errors import DescriptionError
 
 __all__ = ["LOCAL_SCHEMA_NAME", "LOCAL_FIELDS", "parse_local", "read_local"]
@@ -42,26 +39,28 @@ __all__ = ["LOCAL_SCHEMA_NAME", "LOCAL_FIELDS", "parse_local", "read_local"]
 LOCAL_SCHEMA_NAME = "blockwise-fileset-description"
 
 #: Schema of the local block tree (``BlockwiseFileset.DescriptionFields``): field name -> type.
-LOCAL_FIELDS: dict[str, Any] = {
-    "_schema_name": LOCAL_SCHEMA_NAME,
-    "_schema_version": 1.1,
-    "name": str,
-    "format": str,
-    "axes": str,
-    "shape": Vector,
-    "dtype": DType,
-    "drange": DRange,
-    "chunks": Vector,
-    "compression": str,
-    "compression_opts": int,
-    "block_shape": Vector,
-    "view_origin": Vector,
-    "view_shape": Vector,
-    "block_file_name_format": str,
-    "dataset_root_dir": str,
-    "hash_id": str,
-    "sub_block_shape": Vector,
-}
+LOCAL_FIELDS: dict[str, Any] = schema_fields(
+    LOCAL_SCHEMA_NAME,
+    1.1,
+    {
+        "name": str,
+        "format": str,
+        "axes": str,
+        "shape": Vector,
+        "dtype": DType,
+        "drange": DRange,
+        "chunks": Vector,
+        "compression": str,
+        "compression_opts": int,
+        "block_shape": Vector,
+        "view_origin": Vector,
+        "view_shape": Vector,
+        "block_file_name_format": str,
+        "dataset_root_dir": str,
+        "hash_id": str,
+        "sub_block_shape": Vector,
+    },
+)
 
 
 def _sample_roi_string(ndim: int) -> str:
@@ -116,20 +115,15 @@ def _check_block_file_name_format(fmt: Any, field: str, ndim: int) -> str:
     return fmt
 
 
-def _parse_local(obj: Any, prefix: str, nested: bool) -> Namespace:
-    raw = collect_fields(LOCAL_FIELDS, obj, prefix, nested)
-
-    def f(name: str) -> str:
-        return join_field(prefix, name)
-
-    out: dict[str, Any] = dict(raw)
-    out["name"] = parse_str(raw["name"], f("name"))
-    fmt = parse_str(raw["format"], f("format"))
+def _check_format(fmt: str | None, field: str) -> str:
     if fmt != "hdf5":
-        raise field_error(f("format"), "'hdf5'", raw["format"])
-    axes = out["axes"] = check_axes(raw["axes"], f("axes"))
-    ndim = len(axes)
-    out["dtype"] = parse_dtype(require(raw["dtype"], f("dtype"), "a numpy type name"), f("dtype"))
+        raise field_error(field, "'hdf5'", fmt)
+    return fmt
+
+
+def _parse_local(obj: Any, prefix: str, nested: bool) -> Namespace:
+    raw, out, f = collect_volume_fields(LOCAL_FIELDS, obj, prefix, nested, _check_format)
+    ndim = len(out["axes"])
     out["drange"] = parse_drange(raw["drange"], f("drange"))
 
     shape = parse_vector(require(raw["shape"], f("shape"), f"a list of {ndim} integers"), f("shape"), ndim)

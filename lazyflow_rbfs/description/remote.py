@@ -22,19 +22,17 @@ import numpy
 from lazyflow_rbfs.description.fields import (
     DType,
     Vector,
-    check_axes,
     check_positive,
     field_error,
     field_error_text,
     join_field,
-    parse_dtype,
     parse_str,
     parse_vector,
     require,
     show_value,
 )
 from lazyflow_rbfs.description.namespace import Namespace
-from lazyflow_rbfs.description.schema import collect_fields, load_json
+from lazyflow_rbfs.description.schema import collect_volume_fields, load_json, schema_fields
 
 __all__ = [
     "REMOTE_SCHEMA_NAME",
@@ -72,22 +70,24 @@ CREDENTIALS_HELP = (
 )
 
 #: The fields of every remote description, whatever its format (upstream's schema, and the refused ones).
-_COMMON_FIELDS: dict[str, Any] = {
-    "_schema_name": REMOTE_SCHEMA_NAME,
-    "_schema_version": 1.0,
-    "name": str,
-    "format": str,
-    "axes": str,
-    "dtype": DType,
-    "bounds": Vector,
-    "shape": Vector,
-    "origin_offset": Vector,
-    "url_format": str,
-    "hdf5_dataset": str,
-    # Refused (REFUSED_REMOTE_FIELDS): a description cannot say where a secret is read from.
-    "token_env": str,
-    "token_file": str,
-}
+_COMMON_FIELDS: dict[str, Any] = schema_fields(
+    REMOTE_SCHEMA_NAME,
+    1.0,
+    {
+        "name": str,
+        "format": str,
+        "axes": str,
+        "dtype": DType,
+        "bounds": Vector,
+        "shape": Vector,
+        "origin_offset": Vector,
+        "url_format": str,
+        "hdf5_dataset": str,
+        # Refused (REFUSED_REMOTE_FIELDS): a description cannot say where a secret is read from.
+        "token_env": str,
+        "token_file": str,
+    },
+)
 
 #: Schema of the remote volume (``RESTfulVolume.DescriptionFields``): field name -> type. The common
 #: fields, then the fields of every registered format, in the order the formats were registered.
@@ -259,20 +259,16 @@ REMOTE_FORMAT_FIELDS: Mapping[str, tuple[str, ...]] = _FormatFieldsView()
 # Parsing
 
 
+def _check_format(name: str | None, field: str) -> str | None:
+    remote_format(name, field)  # raises for a format no registered format reads
+    return name
+
+
 def _parse_remote(obj: Any, prefix: str, nested: bool) -> Namespace:
-    raw = collect_fields(REMOTE_FIELDS, obj, prefix, nested)
-
-    def f(name: str) -> str:
-        return join_field(prefix, name)
-
-    out: dict[str, Any] = dict(raw)
-    out["name"] = parse_str(raw["name"], f("name"))
-    fmt_name = parse_str(raw["format"], f("format"))
-    fmt = remote_format(fmt_name, f("format"))
-    out["format"] = fmt_name
-    axes = out["axes"] = check_axes(raw["axes"], f("axes"))
-    ndim = len(axes)
-    out["dtype"] = parse_dtype(require(raw["dtype"], f("dtype"), "a numpy type name"), f("dtype"))
+    raw, out, f = collect_volume_fields(REMOTE_FIELDS, obj, prefix, nested, _check_format)
+    fmt_name: str = out["format"]
+    fmt = remote_format(fmt_name)
+    ndim = len(out["axes"])
 
     bounds = parse_vector(
         require(raw["bounds"], f("bounds"), f"a list of {ndim} integers"), f("bounds"), ndim

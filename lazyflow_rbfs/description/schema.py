@@ -9,22 +9,36 @@ is a ``DescriptionError`` naming it. A lower minor version of the same major is 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from lazyflow_rbfs.description.fields import join_field, show_value
+from lazyflow_rbfs.description.fields import (
+    check_axes,
+    join_field,
+    parse_dtype,
+    parse_str,
+    require,
+    show_value,
+)
 from lazyflow_rbfs.description.namespace import Namespace
 from lazyflow_rbfs.errors import DescriptionError, SchemaError
 
-__all__ = ["MAX_FILE_SIZE", "load_json", "collect_fields"]
+__all__ = ["MAX_FILE_SIZE", "schema_fields", "load_json", "collect_fields", "collect_volume_fields"]
 
 #: Largest description file read, in bytes (descriptions are a few kB).
 MAX_FILE_SIZE = 16 * 1024 * 1024
+
+
+def schema_fields(name: str, version: float, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A schema dict: ``_schema_name``, ``_schema_version`` (the version this package writes; lower minor
+    versions of the same major are read too), then ``fields`` (field name -> type)."""
+    return {"_schema_name": name, "_schema_version": version, **fields}
 
 
 class _JsonObject(dict):
@@ -161,3 +175,31 @@ def collect_fields(schema: Mapping[str, Any], obj: Any, prefix: str, nested: boo
     values["_schema_name"] = name
     values["_schema_version"] = float(version)
     return {key: values.get(key) for key in schema}
+
+
+def collect_volume_fields(
+    schema: Mapping[str, Any],
+    obj: Any,
+    prefix: str,
+    nested: bool,
+    check_format: Callable[[str | None, str], Any],
+) -> tuple[dict[str, Any], dict[str, Any], Callable[[str], str]]:
+    """:func:`collect_fields`, then parse the fields every volume schema starts with: ``name``, ``format``,
+    ``axes`` and ``dtype``, in that order.
+
+    ``check_format(value, field)`` receives the ``format`` string (``None`` if absent) and its field name,
+    raises for a format the schema does not read, and returns the parsed value.
+
+    Returns
+    -------
+    (raw, out, f)
+        The collected fields, a copy with those four parsed, and ``f(name)``: the dotted name of a field.
+    """
+    raw = collect_fields(schema, obj, prefix, nested)
+    f = functools.partial(join_field, prefix)
+    out = dict(raw)
+    out["name"] = parse_str(raw["name"], f("name"))
+    out["format"] = check_format(parse_str(raw["format"], f("format")), f("format"))
+    out["axes"] = check_axes(raw["axes"], f("axes"))
+    out["dtype"] = parse_dtype(require(raw["dtype"], f("dtype"), "a numpy type name"), f("dtype"))
+    return raw, out, f

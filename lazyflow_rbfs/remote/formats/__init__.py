@@ -24,21 +24,22 @@ from lazyflow_rbfs.description import (
 )
 from lazyflow_rbfs.errors import DescriptionError
 from lazyflow_rbfs.remote.formats import boss, cutout, precomputed
-from lazyflow_rbfs.remote.formats.base import Probe, ProbeOption, Reader, RemoteFormat
+from lazyflow_rbfs.remote.formats.base import Probe, ProbeOption, ProbeRequest, Reader, RemoteFormat
 
 __all__ = [
-    "RemoteFormat",
-    "Reader",
     "Probe",
     "ProbeOption",
-    "register",
-    "unregister",
-    "get",
-    "registered",
-    "for_source",
+    "ProbeRequest",
+    "Reader",
+    "RemoteFormat",
     "boss",
     "cutout",
+    "for_source",
+    "get",
     "precomputed",
+    "register",
+    "registered",
+    "unregister",
 ]
 
 

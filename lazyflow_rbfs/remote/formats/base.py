@@ -20,7 +20,7 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -36,6 +36,7 @@ __all__ = [
     "Reader",
     "Probe",
     "ProbeOption",
+    "ProbeRequest",
     "IdentityLocation",
     "fetch_block",
     "decode_body",
@@ -80,6 +81,34 @@ class Probe:
     unit: tuple[int, ...]
     #: Bytes per voxel.
     itemsize: int
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """What ``rbfs describe`` asks of :meth:`RemoteFormat.probe`."""
+
+    #: The level to describe (format-specific: a scale key or index, a resolution), ``None``: the first.
+    scale: str | int | None = None
+    timeout: float | tuple[float, float] = (5, 60)
+    retries: int = 3
+    #: The caller's headers for the metadata requests (secrets: sent, never written).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: The environment credentials are looked up in (``None``: ``os.environ``).
+    environ: Mapping[str, str] | None = None
+    #: The format's :attr:`RemoteFormat.probe_options` that were given.
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def client(
+        self, *, secret: Mapping[str, str] | None = None, public: Mapping[str, str] | None = None
+    ) -> contextlib.AbstractContextManager[HttpClient]:
+        """A :func:`metadata_client` with the format's ``secret`` and ``public`` headers (the caller's own
+        headers win over ``secret`` ones of the same name)."""
+        return metadata_client(
+            timeout=self.timeout,
+            retries=self.retries,
+            headers={**(secret or {}), **self.headers},
+            public_headers=public,
+        )
 
 
 class RemoteFormat(ABC):
@@ -165,21 +194,8 @@ class RemoteFormat(ABC):
         """
         return None
 
-    def probe(
-        self,
-        source: str,
-        *,
-        scale: str | int | None = None,
-        timeout: float | tuple[float, float] = (5, 60),
-        retries: int = 3,
-        headers: Mapping[str, str] | None = None,
-        environ: Mapping[str, str] | None = None,
-        **options: Any,
-    ) -> Probe:
+    def probe(self, source: str, request: ProbeRequest) -> Probe:
         """Read the metadata of ``source`` and return a remote description of it (``rbfs describe``).
-
-        ``scale`` picks a level (format-specific: key, index, resolution); ``options`` are the format's
-        :attr:`probe_options`; ``headers`` are sent with the metadata requests, never written.
 
         Raises
         ------

@@ -28,7 +28,7 @@ from lazyflow_rbfs.description.fields import check_http_base, field_error, join_
 from lazyflow_rbfs.errors import DescriptionError, InvalidResponseError
 from lazyflow_rbfs.geometry import to_slices
 from lazyflow_rbfs.remote import codecs
-from lazyflow_rbfs.remote.formats.base import Probe, ProbeOption, RemoteFormat, fetch_block, metadata_client
+from lazyflow_rbfs.remote.formats.base import Probe, ProbeOption, ProbeRequest, RemoteFormat, fetch_block
 from lazyflow_rbfs.remote.formats.boss_tokens import (
     INTERN_CONFIG,
     PUBLIC_TOKEN,
@@ -40,21 +40,21 @@ from lazyflow_rbfs.remote.formats.boss_tokens import (
 from lazyflow_rbfs.remote.http import HttpClient
 
 __all__ = [
-    "BOSS_CUBOID_XYZ",
-    "DEFAULT_MAX_CUTOUT_BYTES",
-    "PUBLIC_TOKEN",
-    "INTERN_CONFIG",
-    "configured_credentials",
-    "intern_config_path",
-    "resolve_token",
-    "token_source",
-    "cutout_url",
-    "split_cutout",
-    "cuboid_advice",
-    "BossReader",
-    "BossFormat",
     "BOSS",
+    "BOSS_CUBOID_XYZ",
+    "BossFormat",
+    "BossReader",
+    "DEFAULT_MAX_CUTOUT_BYTES",
+    "INTERN_CONFIG",
+    "PUBLIC_TOKEN",
+    "configured_credentials",
+    "cuboid_advice",
+    "cutout_url",
+    "intern_config_path",
     "request_headers",
+    "resolve_token",
+    "split_cutout",
+    "token_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -449,35 +449,24 @@ class BossFormat(RemoteFormat):
             )
         return parts[0], parts[1], parts[2]
 
-    def probe(
-        self,
-        source: str,
-        *,
-        scale: str | int | None = None,
-        timeout: float | tuple[float, float] = (5, 60),
-        retries: int = 3,
-        headers: Mapping[str, str] | None = None,
-        environ: Mapping[str, str] | None = None,
-        boss_url: str | None = None,
-    ) -> Probe:
-        """Describe a channel: ``scale`` is the resolution level (default 0), ``boss_url`` the API (default
-        the public BossDB). The metadata is read with the user's token for that host (intern's
-        configuration), else the public one; nothing about the token is written."""
+    def probe(self, source: str, request: ProbeRequest) -> Probe:
+        """Describe a channel: ``request.scale`` is the resolution level (default 0), option ``boss_url``
+        the API (default the public BossDB). The metadata is read with the user's token for that host
+        (intern's configuration), else the public one; nothing about the token is written."""
         names = self.parse_source(source)
         if names is None:
             raise DescriptionError(f"source: expected a boss:// source, found {source!r}", field="source")
-        base = check_http_base(boss_url or DEFAULT_BOSS_URL, "boss_url", "the Boss API")
-        resolution = _resolution(scale)
-        token = resolve_token(base, environ)
-        logger.debug("describing %s: Boss token from %s", source, token_source(base, environ))
-        user_headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        base = check_http_base(
+            request.options.get("boss_url") or DEFAULT_BOSS_URL, "boss_url", "the Boss API"
+        )
+        resolution = _resolution(request.scale)
+        token = resolve_token(base, request.environ)
+        logger.debug("describing %s: Boss token from %s", source, token_source(base, request.environ))
         public = {"Accept": "application/json"}
         secret: dict[str, str] = {}
-        if not any(k.lower() == "authorization" for k in user_headers):
+        if not any(k.lower() == "authorization" for k in request.headers):
             (public if token == PUBLIC_TOKEN else secret)["Authorization"] = f"Token {token}"
-        with metadata_client(
-            timeout=timeout, retries=retries, headers={**secret, **user_headers}, public_headers=public
-        ) as client:
+        with request.client(secret=secret, public=public) as client:
             remote = _channel_description(names, base, client, resolution)
         cuboid = (BOSS_CUBOID_XYZ[2], BOSS_CUBOID_XYZ[1], BOSS_CUBOID_XYZ[0])
         return Probe(remote, cuboid, np.dtype(remote["dtype"]).itemsize)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,7 +27,7 @@ from lazyflow_rbfs.description.fields import check_http_base, field_error, join_
 from lazyflow_rbfs.errors import DescriptionError, DownloadError
 from lazyflow_rbfs.geometry import overlap_slices
 from lazyflow_rbfs.remote import codecs
-from lazyflow_rbfs.remote.formats.base import Probe, ProbeOption, RemoteFormat, decode_body, metadata_client
+from lazyflow_rbfs.remote.formats.base import Probe, ProbeOption, ProbeRequest, RemoteFormat, decode_body
 from lazyflow_rbfs.remote.formats.precomputed_info import (
     MAX_CHUNK_BYTES,
     MAX_INFO_BYTES,
@@ -364,23 +364,14 @@ class PrecomputedFormat(RemoteFormat):
             url = url[: -len("/info")]
         return url
 
-    def probe(
-        self,
-        source: str,
-        *,
-        scale: str | int | None = None,
-        timeout: float | tuple[float, float] = (5, 60),
-        retries: int = 3,
-        headers: Mapping[str, str] | None = None,
-        environ: Mapping[str, str] | None = None,
-        fill_missing: bool = False,
-    ) -> Probe:
-        """Describe one scale (a key or an index; default the first) from the volume's info file."""
+    def probe(self, source: str, request: ProbeRequest) -> Probe:
+        """Describe one scale (``request.scale``: a key or an index; default the first) from the volume's
+        info file; option ``fill_missing`` goes into the description."""
         url = self.parse_source(source)
         if url is None:
             raise DescriptionError(f"source: expected {self.source_help}, found {source!r}", field="source")
-        with metadata_client(timeout=timeout, retries=retries, headers=headers) as client:
-            return _volume_description(url, client, scale, fill_missing)
+        with request.client() as client:
+            return _volume_description(url, client, request.scale, bool(request.options.get("fill_missing")))
 
 
 #: The ``"precomputed"`` format (registered by :mod:`lazyflow_rbfs.remote.formats`).
