@@ -237,8 +237,7 @@ def describe_source(
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``rbfs describe`` arguments to ``parser`` (the CLI adds its own network options); each
     registered format adds its own (``--boss-url``, ``--fill-missing``)."""
-    sources = [fmt.source_help for fmt in formats.registered() if fmt.source_help]
-    parser.add_argument("source", metavar="SOURCE", help=", or ".join(sources))
+    parser.add_argument("source", metavar="SOURCE", help=formats.sources_help())
     parser.add_argument("-o", "--output", required=True, metavar="DESCRIPTION.json", help="file to write")
     parser.add_argument(
         "--scale", metavar="KEY", help="precomputed scale key or index (default: the first); Boss resolution"

@@ -232,8 +232,9 @@ class RESTfulVolume:
     def downloadSubVolume(self, roi: Sequence, outputDatasetPath: str | os.PathLike) -> None:
         """Download ``roi`` into the HDF5 dataset ``outputDatasetPath`` (``"file.h5/internal/path"``).
 
-        The file is written to a temporary name and renamed into place, so it either appears complete
-        and validated or not at all (an existing file is replaced only on success).
+        The file is written to a temporary name, fsynced and renamed into place
+        (:func:`lazyflow_rbfs.atomic.write_file`), so it either appears complete and validated or not at
+        all (an existing file is replaced only on success).
 
         Raises
         ------
@@ -241,6 +242,8 @@ class RESTfulVolume:
             The internal path differs from the description's ``hdf5_dataset`` (field ``hdf5_dataset``).
         OutOfBoundsError, DownloadError
             As :meth:`fetch`.
+        CacheWriteError
+            The file system refused the write (full disk, read-only, permissions); nothing is left.
         """
         external, internal = _split_dataset_path(os.fspath(outputDatasetPath))
         if not internal:

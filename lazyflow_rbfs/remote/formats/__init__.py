@@ -39,6 +39,7 @@ __all__ = [
     "precomputed",
     "register",
     "registered",
+    "sources_help",
     "unregister",
 ]
 
@@ -100,10 +101,17 @@ def for_source(source: str) -> RemoteFormat:
     for fmt in named or plain:
         if fmt.parse_source(text) is not None:
             return fmt
-    # Plain locations first: "an http(s) URL of ..., or boss://collection/experiment/channel".
-    helps = [fmt.source_help for fmt in formats if fmt.source_help and fmt.location_schemes]
-    helps += [fmt.source_help for fmt in formats if fmt.source_help and not fmt.location_schemes]
-    raise DescriptionError(f"source: expected {', or '.join(helps)}; found {source!r}", field="source")
+    raise DescriptionError(f"source: expected {sources_help()}; found {source!r}", field="source")
+
+
+def sources_help() -> str:
+    """What ``rbfs describe`` accepts, for messages and ``--help``: each registered format's
+    ``source_help``, those reading plain locations first ("an http(s) URL of ..., or boss://...")."""
+    formats = [fmt for fmt in registered() if fmt.source_help]
+    ordered = [fmt for fmt in formats if fmt.location_schemes] + [
+        fmt for fmt in formats if not fmt.location_schemes
+    ]
+    return ", or ".join(str(fmt.source_help) for fmt in ordered)
 
 
 for _fmt in (cutout.HDF5, cutout.NPY, boss.BOSS, precomputed.PRECOMPUTED):
