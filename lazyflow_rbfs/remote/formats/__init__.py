@@ -24,9 +24,17 @@ from lazyflow_rbfs.description import (
 )
 from lazyflow_rbfs.errors import DescriptionError
 from lazyflow_rbfs.remote.formats import boss, cutout, precomputed
-from lazyflow_rbfs.remote.formats.base import Probe, ProbeOption, ProbeRequest, Reader, RemoteFormat
+from lazyflow_rbfs.remote.formats.base import (
+    IdentityLocation,
+    Probe,
+    ProbeOption,
+    ProbeRequest,
+    Reader,
+    RemoteFormat,
+)
 
 __all__ = [
+    "IdentityLocation",
     "Probe",
     "ProbeOption",
     "ProbeRequest",
