@@ -296,7 +296,7 @@ def _parse_remote(obj: Any, prefix: str, nested: bool) -> Namespace:
                 f"from. {CREDENTIALS_HELP}",
                 f"{name} set",
             )
-    for name, owners in _FIELD_OWNERS.items():
+    for name, owners in tuple(_FIELD_OWNERS.items()):
         if out[name] is not None and name not in fmt.fields:
             raise field_error_text(f(name), f"{name} only with format {owners[0]!r}", f"format {fmt_name!r}")
     if fmt.url_source is not None:
