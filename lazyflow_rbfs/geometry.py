@@ -30,6 +30,7 @@ __all__ = [
     "index_to_roi",
     "expand_index",
     "block_projection",
+    "overlap_slices",
 ]
 
 
@@ -167,13 +168,28 @@ def block_projection(
     stop: np.ndarray,
 ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """``(block_slices, out_slices)`` of one block that intersects ``[start, stop)`` (see Projection)."""
-    block_slices, out_slices = [], []
-    for bs, b, n, s, e in zip(block_start, block_shape, shape, start, stop):
-        bs, be = int(bs), min(int(bs) + int(b), int(n))
-        lo, hi = max(int(s), bs), min(int(e), be)
-        block_slices.append(slice(lo - bs, hi - bs))
-        out_slices.append(slice(lo - int(s), hi - int(s)))
-    return tuple(block_slices), tuple(out_slices)
+    block_stop = [min(int(bs) + int(b), int(n)) for bs, b, n in zip(block_start, block_shape, shape)]
+    return overlap_slices(block_start, block_stop, start, stop)
+
+
+def overlap_slices(
+    box_start: Sequence[int] | np.ndarray,
+    box_stop: Sequence[int] | np.ndarray,
+    start: Sequence[int] | np.ndarray,
+    stop: Sequence[int] | np.ndarray,
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Where the box ``[box_start, box_stop)`` and the roi ``[start, stop)`` overlap, as
+    ``(box_slices, out_slices)``: the part inside the box's own array, and where it goes in the roi's.
+
+    The two must intersect (a block of the roi, a remote chunk it touches).
+    """
+    box_slices, out_slices = [], []
+    for bs, be, s, e in zip(box_start, box_stop, start, stop):
+        bs, be, s, e = int(bs), int(be), int(s), int(e)
+        lo, hi = max(s, bs), min(e, be)
+        box_slices.append(slice(lo - bs, hi - bs))
+        out_slices.append(slice(lo - s, hi - s))
+    return tuple(box_slices), tuple(out_slices)
 
 
 def roi_string(start: Sequence[int] | np.ndarray, stop: Sequence[int] | np.ndarray) -> str:

@@ -42,6 +42,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy
 
+from lazyflow_rbfs.description import remote_format
 from lazyflow_rbfs.errors import CacheWriteError, DescriptionError
 
 __all__ = [
@@ -70,10 +71,6 @@ _MAX_RECORD_BYTES = 64 * 1024
 #: What a local fileset (which knows no remote) can check: the fields that make block files readable.
 LOCAL_KEYS = ("dtype", "axes", "shape", "block_shape", "block_file_name_format")
 
-#: Remote fields of a format that are never part of its identity: credentials, and how bodies travel.
-_NOT_IDENTITY = frozenset(
-    {"token_env", "token_file", "boss_encoding", "max_cutout_bytes", "fill_missing", "scale", "resolution"}
-)
 _CREDENTIAL_NAME = re.compile(
     r"token|key|secret|pass|pwd|auth|sig|credential|session|x-amz-|x-goog-", re.IGNORECASE
 )
@@ -208,51 +205,17 @@ def _token_like(text: str, min_length: int) -> bool:
 
 
 def _location(remote: Any) -> tuple[str, str, str | int | None]:
-    """``(readable, canonical, scale)`` of a parsed remote description."""
-    fmt = str(remote.format)
-    if fmt == "boss":
-        base_readable, base = scrub_location(str(remote.boss_url).rstrip("/"))
-        path = f"/v1/cutout/{remote.collection}/{remote.experiment}/{remote.channel}/"
-        return base_readable + path, base + path, int(remote.resolution or 0)
-    if fmt == "precomputed":
-        readable, canonical = scrub_location(str(remote.precomputed_url).rstrip("/"))
-        return readable, canonical, _scale(remote.scale)
-    if fmt in ("hdf5", "npz", "npygz"):
-        readable, canonical = scrub_location(str(remote.url_format))
-        return readable, canonical, None
-    # A format this module does not know by name: every field of the format that may select data.
-    readable_parts, canonical_parts = [], []
-    for name in ("url_format", *_format_fields(fmt)):
-        value = getattr(remote, name, None)
-        if value is None:
-            continue
-        if isinstance(value, str):
-            shown, kept = scrub_location(value)
-        else:
-            shown = kept = str(_plain(value))
-        readable_parts.append(f"{name}={shown}")
-        canonical_parts.append(f"{name}={kept}")
-    return " ".join(readable_parts), " ".join(canonical_parts), _scale(getattr(remote, "scale", None))
-
-
-def _format_fields(fmt: str) -> list[str]:
-    from lazyflow_rbfs.description import REMOTE_FORMAT_FIELDS
-
-    return [n for n in REMOTE_FORMAT_FIELDS.get(fmt, ()) if n not in _NOT_IDENTITY]
+    """``(readable, canonical, scale)`` of a parsed remote description, from its format's
+    ``identity_location`` (the URL part scrubbed here, the path part appended as it is)."""
+    where = remote_format(str(remote.format)).identity_location(remote)
+    readable, canonical = scrub_location(where.url)
+    return readable + where.path, canonical + where.path, _scale(where.scale)
 
 
 def _scale(value: Any) -> str | int | None:
     if value is None or isinstance(value, str):
         return value
     return int(value)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, numpy.ndarray):
-        return [int(v) for v in value.tolist()]
-    if isinstance(value, numpy.generic):
-        return value.item()
-    return value
 
 
 def _ints(values: Any) -> tuple[int, ...]:

@@ -12,6 +12,8 @@ import textwrap
 import numpy
 import pytest
 
+import lazyflow_rbfs
+import lazyflow_rbfs.remote.formats  # noqa: F401  (registers the remote formats the schema knows)
 from lazyflow_rbfs import description as d
 from lazyflow_rbfs.description import (
     COMPOSITE_FIELDS,
@@ -373,7 +375,7 @@ def test_deeply_nested_json(tmp_path):
 
 
 def test_oversized_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(d, "MAX_FILE_SIZE", 100)
+    monkeypatch.setattr(d.schema, "MAX_FILE_SIZE", 100)  # the limit lives in the schema module
     with pytest.raises(DescriptionError) as info:
         read_local(write_text(tmp_path, json.dumps(LOCAL)))
     assert info.value.field is None
@@ -1101,9 +1103,9 @@ def test_write_is_atomic(tmp_path, monkeypatch, failing):
         raise OSError("injected failure")
 
     if failing == "os.replace":
-        monkeypatch.setattr(d.os, "replace", boom)
+        monkeypatch.setattr(os, "replace", boom)
     elif failing == "os.fsync":
-        monkeypatch.setattr(d.os, "fsync", boom)
+        monkeypatch.setattr(os, "fsync", boom)
     else:
         # Fail while writing the bytes into the temporary file: half of them get in.
         real_write = os.write
@@ -1114,7 +1116,7 @@ def test_write_is_atomic(tmp_path, monkeypatch, failing):
             real_write(fd, bytes(data[: len(data) // 2]))
             raise OSError(28, "disk full")
 
-        monkeypatch.setattr(d.os, "write", failing_write)
+        monkeypatch.setattr(os, "write", failing_write)
     with pytest.raises(OSError, match="injected failure|disk full"):
         write_description(out, new, "local")
     monkeypatch.undo()
@@ -1162,7 +1164,7 @@ def test_same_errors_under_python_O(tmp_path):
             print(type(exc).__name__, exc.field, str(exc), sep="|")
         """
     )
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(d.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(lazyflow_rbfs.__file__)))
     outputs = []
     for flags in (["-O"], []):
         run = subprocess.run(

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import requests
 
+import lazyflow_rbfs.remote.formats  # noqa: F401  (registers the remote formats the schema knows)
 from lazyflow_rbfs import description
 from lazyflow_rbfs.testing import CutoutServer, run_server, sample_volume
 

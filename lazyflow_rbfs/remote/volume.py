@@ -1,49 +1,44 @@
-"""``RESTfulVolume``: a client of one remote cutout service volume.
+"""``RESTfulVolume``: a client of one remote volume.
 
-It turns a roi (in the volume's own coordinates) into a URL, downloads it through
-:class:`~lazyflow_rbfs.remote.http.HttpClient` and decodes the body with the codec of the description's
-``format`` into a validated array. It never touches the local cache directory.
+It checks a roi (in the volume's own coordinates) and hands it to the reader of the description's remote
+format (:mod:`lazyflow_rbfs.remote.formats`), which builds the URLs, downloads them through
+:class:`~lazyflow_rbfs.remote.http.HttpClient` and decodes the bodies into a validated array. It knows no
+format by name, and never touches the local cache directory.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
-import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import h5py
 import numpy as np
 
+from lazyflow_rbfs import atomic
 from lazyflow_rbfs import description as _description
-from lazyflow_rbfs.errors import ArgumentError, DescriptionError, DownloadError, RbfsError
+from lazyflow_rbfs.errors import ArgumentError, DescriptionError, RbfsError
 from lazyflow_rbfs.geometry import check_roi
-from lazyflow_rbfs.remote import boss, codecs, precomputed
+from lazyflow_rbfs.remote import formats
 from lazyflow_rbfs.remote.http import HttpClient, HttpStats
 from lazyflow_rbfs.remote.redaction import scrub_error
 
-__all__ = ["RESTfulVolume"]
+__all__ = ["RESTfulVolume", "source_url"]
 
 logger = logging.getLogger(__name__)
 
 
-def _normalize_h5(name: str) -> str:
-    return "/" + str(name).strip("/")
-
-
 def _split_dataset_path(path: str) -> tuple[str, str]:
     """``"dir/file.h5/internal/path"`` → ``("dir/file.h5", "/internal/path")`` (internal may be ``""``)."""
-    parts = os.fspath(path).split("/")
-    for i, part in enumerate(parts):
-        if part.lower().endswith((".h5", ".hdf5", ".hdf")):
-            internal = "/".join(parts[i + 1 :]).strip("/")
-            return "/".join(parts[: i + 1]), ("/" + internal if internal else "")
-    raise ArgumentError(
-        f"output dataset path {path!r} must name an HDF5 file and a dataset inside it, "
-        f"like 'dir/block.h5/cube' (a path component ending in .h5, .hdf5 or .hdf)"
-    )
+    split = _description.split_h5_path(path)
+    if split is None:
+        raise ArgumentError(
+            f"output dataset path {path!r} must name an HDF5 file and a dataset inside it, "
+            f"like 'dir/block.h5/cube' (a path component ending in .h5, .hdf5 or .hdf)"
+        )
+    external, internal = split
+    return external, (_description.normalize_h5_path(internal) if internal.strip("/") else "")
 
 
 class RESTfulVolume:
@@ -104,28 +99,18 @@ class RESTfulVolume:
         self._descriptionFilePath = None if descriptionFilePath is None else os.fspath(descriptionFilePath)
         self._axes = str(desc.axes)
         self._shape = np.asarray(desc.shape, dtype=np.int64)
-        origin = desc.origin_offset if desc.origin_offset is not None else np.zeros(len(self._axes))
-        self._origin = np.asarray(origin, dtype=np.int64)
         self._dtype = np.dtype(desc.dtype)
         self._format = str(desc.format)
-        self._dataset = _normalize_h5(desc.hdf5_dataset) if desc.hdf5_dataset is not None else None
+        fmt = formats.get(self._format)
+        self._dataset = (
+            _description.normalize_h5_path(desc.hdf5_dataset) if desc.hdf5_dataset is not None else None
+        )
         self._user_headers = {str(k): str(v) for k, v in (headers or {}).items()}
-        client_headers = dict(self._user_headers)
-        public_headers: dict[str, str] = {}
-        self._url_parts: list[tuple[str, str | None]] = []
-        if self._format == "boss":
-            # The token is the user's (intern's configuration) for this boss_url's host only; it lives in
-            # the client, which keeps it on that origin and out of every message.
-            public_headers, secret = boss.request_headers(desc, boss.resolve_token(str(desc.boss_url)))
-            if any(k.lower() == "authorization" for k in self._user_headers):
-                secret = {}  # the caller's own Authorization wins
-            client_headers = {**secret, **self._user_headers}
-            logger.debug(
-                "boss volume %s: token from %s", self.source_url, boss.token_source(str(desc.boss_url))
-            )
-        elif self._format != "precomputed":
-            codecs.get_decoder(self._format)  # unknown formats fail now, not at the first download
-            self._url_parts = self._parse_url_format(str(desc.url_format))
+        # A format's secret headers (a Boss token for its own host) live in the client, which keeps them on
+        # their origin and out of every message; a header the caller gives wins over one of the same name.
+        public_headers, secret = fmt.request_headers(desc)
+        mine = {k.lower() for k in self._user_headers}
+        secret = {k: v for k, v in secret.items() if k.lower() not in mine}
         self._options = {
             "timeout": timeout,
             "retries": retries,
@@ -133,18 +118,13 @@ class RESTfulVolume:
             "backoff": backoff,
         }
         self._client = HttpClient(
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_parallel=max_parallel,
-            headers=client_headers,
-            public_headers=public_headers,
+            **self._options, headers={**secret, **self._user_headers}, public_headers=public_headers
         )
-        self._reader: boss.BossReader | precomputed.PrecomputedReader | None = None
-        if self._format == "boss":
-            self._reader = boss.BossReader(desc, self._client)
-        elif self._format == "precomputed":
-            self._reader = precomputed.PrecomputedReader(desc, self._client)
+        try:
+            self._reader = fmt.open_reader(desc, self._client)
+        except BaseException:
+            self._client.close()
+            raise
 
     # -- description helpers (upstream classmethods) -------------------------------------------------
 
@@ -199,31 +179,6 @@ class RESTfulVolume:
 
     # -- URLs -----------------------------------------------------------------------------------------
 
-    def _parse_url_format(self, url_format: str) -> list[tuple[str, str | None]]:
-        needed = {f"{a}_{end}" for a in self._axes for end in ("start", "stop")}
-        parts: list[tuple[str, str | None]] = []
-        try:
-            parsed = list(string.Formatter().parse(url_format))
-        except ValueError as exc:
-            raise DescriptionError(
-                f"url_format {url_format!r} is not a valid format string: {exc}", field="url_format"
-            ) from exc
-        for literal, name, spec, conversion in parsed:
-            if name is not None and (name not in needed or spec or conversion):
-                raise DescriptionError(
-                    f"url_format has placeholder {{{name}}}; expected only {{a_start}}/{{a_stop}} for each "
-                    f"axis a of {self._axes!r}",
-                    field="url_format",
-                )
-            parts.append((literal, name))
-        missing = needed - {name for _, name in parts if name}
-        if missing:
-            raise DescriptionError(
-                f"url_format {url_format!r} lacks the placeholders {sorted(missing)} for axes {self._axes!r}",
-                field="url_format",
-            )
-        return parts
-
     def url_for(self, roi: Sequence) -> str:
         """The URL of ``roi = (start, stop)`` (volume coordinates; ``origin_offset`` is added here).
 
@@ -244,16 +199,7 @@ class RESTfulVolume:
             The roi is not inside the remote ``shape``.
         """
         start, stop = check_roi(roi, self._shape)
-        if self._reader is not None:
-            return self._reader.urls(start, stop)
-        return [self._url(start, stop)]
-
-    def _url(self, start: np.ndarray, stop: np.ndarray) -> str:
-        values: dict[str, str] = {}
-        for axis, a, b, o in zip(self._axes, start.tolist(), stop.tolist(), self._origin.tolist()):
-            values[f"{axis}_start"] = str(int(a) + int(o))
-            values[f"{axis}_stop"] = str(int(b) + int(o))
-        return "".join(literal + (values[name] if name else "") for literal, name in self._url_parts)
+        return self._reader.urls(start, stop)
 
     # -- downloads ------------------------------------------------------------------------------------
 
@@ -276,33 +222,19 @@ class RESTfulVolume:
         """
         start, stop = check_roi(roi, self._shape)
         try:
-            if self._reader is not None:
-                return self._reader.fetch(start, stop)
-            return self._fetch_one(start, stop)
+            return self._reader.fetch(start, stop)
         except RbfsError as exc:
             # Decoders quote the start of a bad body: a server that echoes a secret must not put it in
             # the message (the HTTP layer's own errors are scrubbed already).
             scrub_error(exc)
             raise
 
-    def _fetch_one(self, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
-        url = self._url(start, stop)
-        shape = tuple(int(s) for s in (stop - start))
-        expected = codecs.Expected(url=url, shape=shape, dtype=self._dtype, dataset=self._dataset)
-        nbytes = int(np.prod(shape)) * self._dtype.itemsize
-        body = self._client.get(url, max_bytes=codecs.max_body_bytes(self._format, nbytes))
-        try:
-            return codecs.decode(self._format, body, expected)
-        except DownloadError as exc:
-            self._client.record_error()
-            logger.debug("invalid response from %s: %s", url, scrub_error(exc))
-            raise
-
     def downloadSubVolume(self, roi: Sequence, outputDatasetPath: str | os.PathLike) -> None:
         """Download ``roi`` into the HDF5 dataset ``outputDatasetPath`` (``"file.h5/internal/path"``).
 
-        The file is written to a temporary name and renamed into place, so it either appears complete
-        and validated or not at all (an existing file is replaced only on success).
+        The file is written to a temporary name, fsynced and renamed into place
+        (:func:`lazyflow_rbfs.atomic.write_file`), so it either appears complete and validated or not at
+        all (an existing file is replaced only on success).
 
         Raises
         ------
@@ -310,6 +242,8 @@ class RESTfulVolume:
             The internal path differs from the description's ``hdf5_dataset`` (field ``hdf5_dataset``).
         OutOfBoundsError, DownloadError
             As :meth:`fetch`.
+        CacheWriteError
+            The file system refused the write (full disk, read-only, permissions); nothing is left.
         """
         external, internal = _split_dataset_path(os.fspath(outputDatasetPath))
         if not internal:
@@ -321,18 +255,12 @@ class RESTfulVolume:
                 field="hdf5_dataset",
             )
         data = self.fetch(roi)
-        directory, name = os.path.split(os.path.abspath(external))
-        tmp = os.path.join(directory, f"{name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
-        try:
-            with h5py.File(tmp, "w") as f:
+
+        def fill(fd: int) -> None:
+            with open(fd, "r+b", closefd=False) as file, h5py.File(file, "w") as f:
                 f.create_dataset(internal, data=data)
-            os.replace(tmp, external)
-        except BaseException:
-            try:
-                os.remove(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+
+        atomic.write_file(os.path.abspath(external), fill)
         logger.debug("wrote %s%s", external, internal)
 
     # -- lifetime -------------------------------------------------------------------------------------
@@ -376,20 +304,14 @@ class RESTfulVolume:
 
 
 def source_url(desc: Any) -> str:
-    """A display URL of a remote description (no token, no placeholders filled in).
-
-    ``url_format`` for ``hdf5``/``npz``/``npygz``; ``<boss_url>/v1/cutout/<collection>/<experiment>/<channel>/
-    <resolution>/`` for ``boss``; ``<precomputed_url> (scale <scale>)`` for ``precomputed``.
-    """
-    fmt = getattr(desc, "format", None)
-    if fmt == "boss":
-        return (
-            f"{str(desc.boss_url).rstrip('/')}/v1/cutout/{desc.collection}/{desc.experiment}/{desc.channel}/"
-            f"{int(desc.resolution or 0)}/"
-        )
-    if fmt == "precomputed":
-        return f"{str(desc.precomputed_url).rstrip('/')} (scale {desc.scale!r})"
-    return str(getattr(desc, "url_format", ""))
+    """A display URL of a parsed remote description (no token, no placeholders filled in): the format's
+    :meth:`~lazyflow_rbfs.remote.formats.base.RemoteFormat.source_url` (``url_format`` for a format this
+    installation does not know)."""
+    try:
+        fmt = formats.get(getattr(desc, "format", None))
+    except DescriptionError:
+        return str(getattr(desc, "url_format", ""))
+    return fmt.source_url(desc)
 
 
 def _rebuild(desc: Any, options: dict) -> RESTfulVolume:

@@ -1,0 +1,261 @@
+"""The ``info`` file of a neuroglancer precomputed volume: parsed, validated, and a scale chosen.
+
+Part of the ``"precomputed"`` format (:mod:`.precomputed`, which re-exports these names).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lazyflow_rbfs.description import SUPPORTED_DTYPES
+from lazyflow_rbfs.errors import DescriptionError, InvalidResponseError
+from lazyflow_rbfs.remote import codecs
+
+__all__ = [
+    "SUPPORTED_ENCODINGS",
+    "MAX_INFO_BYTES",
+    "MAX_CHUNK_BYTES",
+    "PrecomputedScale",
+    "PrecomputedInfo",
+    "parse_info",
+    "select_scale",
+    "check_scale_supported",
+]
+
+#: Chunk encodings this reader decodes.
+SUPPORTED_ENCODINGS = ("raw", "jpeg")
+
+#: Largest info file accepted (real ones are a few kB; many scales make tens of kB).
+MAX_INFO_BYTES = 16 * 1024 * 1024
+
+#: Largest chunk accepted (``chunk_sizes[0]`` voxels x ``num_channels`` x item size): 128 MiB. Real EM
+#: chunks are at most 256^3 voxels, i.e. 128 MiB for uint64 segmentation, usually 64^3..128^3 (256 KiB to
+#: 16 MiB). Every roi reads whole chunks, so a larger chunk would let an info file make the client
+#: allocate far more than a small block needs; such a scale is refused when the info file is read (at
+#: open and by ``rbfs describe``), before any chunk is requested.
+MAX_CHUNK_BYTES = 128 * 1024 * 1024
+
+#: Sizes and offsets in an info file must be below this in magnitude (2^53, JSON's exact integers).
+_MAX_COORDINATE = 2**53
+
+_INFO_DTYPES = (
+    "uint8",
+    "int8",
+    "uint16",
+    "int16",
+    "uint32",
+    "int32",
+    "uint64",
+    "int64",
+    "float32",
+    "float64",
+)
+
+
+@dataclass(frozen=True)
+class PrecomputedScale:
+    """One scale of a precomputed volume; vectors in x, y, z order (as in the info file)."""
+
+    index: int
+    key: str
+    size: tuple[int, int, int]
+    voxel_offset: tuple[int, int, int]
+    chunk_size: tuple[int, int, int]
+    encoding: str
+    resolution: tuple[float, float, float] | None
+    sharded: bool
+
+    @property
+    def shape_zyx(self) -> tuple[int, int, int]:
+        return (self.size[2], self.size[1], self.size[0])
+
+    @property
+    def offset_zyx(self) -> tuple[int, int, int]:
+        return (self.voxel_offset[2], self.voxel_offset[1], self.voxel_offset[0])
+
+    @property
+    def chunk_zyx(self) -> tuple[int, int, int]:
+        return (self.chunk_size[2], self.chunk_size[1], self.chunk_size[0])
+
+
+@dataclass(frozen=True)
+class PrecomputedInfo:
+    """A validated ``info`` file."""
+
+    url: str
+    type: str
+    dtype: np.dtype
+    num_channels: int
+    scales: tuple[PrecomputedScale, ...]
+
+
+def _bad_info(url: str, what: str) -> InvalidResponseError:
+    return InvalidResponseError(f"the precomputed info file {url} is not usable: {what}", url=url, status=200)
+
+
+def _int_vector(value: Any, url: str, what: str, n: int = 3) -> tuple[int, ...]:
+    if (
+        not isinstance(value, list)
+        or len(value) != n
+        or any(isinstance(v, bool) or not isinstance(v, int) or abs(v) >= _MAX_COORDINATE for v in value)
+    ):
+        raise _bad_info(
+            url, f"expected {what} as a list of {n} integers below 2**53 in magnitude, found {value!r}"[:300]
+        )
+    return tuple(int(v) for v in value)
+
+
+def parse_info(body: bytes, url: str) -> PrecomputedInfo:
+    """Parse and validate an ``info`` file (``data_type``, ``num_channels``, ``scales`` with ``key``,
+    ``size``, ``voxel_offset``, ``chunk_sizes``, ``encoding``).
+
+    Raises
+    ------
+    InvalidResponseError
+        Not JSON, or a field missing or of the wrong kind (the message names it).
+    """
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _bad_info(url, f"expected JSON, found {body[:60]!r} ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise _bad_info(url, f"expected a JSON object, found {type(obj).__name__}")
+    data_type = obj.get("data_type")
+    if data_type not in _INFO_DTYPES or data_type not in SUPPORTED_DTYPES:
+        raise _bad_info(url, f"expected data_type one of {list(_INFO_DTYPES)}, found {data_type!r}")
+    channels = obj.get("num_channels", 1)
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise _bad_info(url, f"expected num_channels an integer >= 1, found {channels!r}")
+    raw_scales = obj.get("scales")
+    if not isinstance(raw_scales, list) or not raw_scales:
+        raise _bad_info(url, "expected a non-empty list 'scales'")
+    scales = []
+    for index, item in enumerate(raw_scales):
+        if not isinstance(item, dict):
+            raise _bad_info(url, f"expected scales[{index}] to be an object")
+        key = item.get("key")
+        if not isinstance(key, str) or not key or key.startswith("/") or ".." in key.split("/"):
+            raise _bad_info(url, f"expected scales[{index}].key a relative path, found {key!r}")
+        size = _int_vector(item.get("size"), url, f"scales[{index}].size")
+        if min(size) <= 0:
+            raise _bad_info(url, f"expected scales[{index}].size > 0, found {list(size)}")
+        offset = _int_vector(item.get("voxel_offset", [0, 0, 0]), url, f"scales[{index}].voxel_offset")
+        chunk_sizes = item.get("chunk_sizes")
+        if not isinstance(chunk_sizes, list) or not chunk_sizes:
+            raise _bad_info(url, f"expected scales[{index}].chunk_sizes a non-empty list of [x, y, z]")
+        chunk = _int_vector(chunk_sizes[0], url, f"scales[{index}].chunk_sizes[0]")
+        if min(chunk) <= 0:
+            raise _bad_info(url, f"expected scales[{index}].chunk_sizes[0] > 0, found {list(chunk)}")
+        encoding = item.get("encoding")
+        if not isinstance(encoding, str):
+            raise _bad_info(url, f"expected scales[{index}].encoding a string, found {encoding!r}")
+        resolution = item.get("resolution")
+        res: tuple[float, float, float] | None = None
+        if (
+            isinstance(resolution, list)
+            and len(resolution) == 3
+            and all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in resolution)
+        ):
+            res = (float(resolution[0]), float(resolution[1]), float(resolution[2]))
+        scales.append(
+            PrecomputedScale(
+                index=index,
+                key=key,
+                size=size,  # type: ignore[arg-type]
+                voxel_offset=offset,  # type: ignore[arg-type]
+                chunk_size=chunk,  # type: ignore[arg-type]
+                encoding=encoding,
+                resolution=res,
+                sharded=item.get("sharding") is not None,
+            )
+        )
+    return PrecomputedInfo(
+        url=url,
+        type=str(obj.get("type", "image")),
+        dtype=np.dtype(SUPPORTED_DTYPES[data_type]),
+        num_channels=channels,
+        scales=tuple(scales),
+    )
+
+
+def select_scale(info: PrecomputedInfo, scale: str | int | None, *, field: str = "scale") -> PrecomputedScale:
+    """The scale named by key, or by index (an int, or a string of digits that is no key).
+
+    Raises
+    ------
+    DescriptionError
+        No such scale (the message lists the keys).
+    """
+    keys = [s.key for s in info.scales]
+    if scale is None:
+        scale = 0
+    if isinstance(scale, str):
+        for s in info.scales:
+            if s.key == scale:
+                return s
+        if not scale.isdigit():
+            raise DescriptionError(
+                f"{field}: expected a scale key of {info.url} (one of {keys}) or an index below "
+                f"{len(keys)}, found {scale!r}",
+                field=field,
+            )
+        scale = int(scale)
+    if not 0 <= int(scale) < len(info.scales):
+        raise DescriptionError(
+            f"{field}: expected a scale index below {len(keys)} or a key of {info.url} (one of {keys}), "
+            f"found {scale!r}",
+            field=field,
+        )
+    return info.scales[int(scale)]
+
+
+def check_scale_supported(scale: PrecomputedScale, info: PrecomputedInfo, *, field: str = "scale") -> None:
+    """Raise :class:`DescriptionError` if this reader cannot read ``scale`` (sharded, other encodings).
+
+    Raises
+    ------
+    DescriptionError
+        The scale is sharded, of an encoding not read here, or jpeg without Pillow or of another dtype.
+    InvalidResponseError
+        The info file declares chunks of more than :data:`MAX_CHUNK_BYTES` for the scale.
+    """
+    chunk_bytes = math.prod(scale.chunk_size) * info.num_channels * info.dtype.itemsize
+    if chunk_bytes > MAX_CHUNK_BYTES:
+        raise _bad_info(
+            info.url,
+            f"scales[{scale.index}].chunk_sizes[0] is {list(scale.chunk_size)} (x, y, z): chunks of "
+            f"{chunk_bytes} bytes with {info.num_channels} channel(s) of {info.dtype.name}, more than the "
+            f"{MAX_CHUNK_BYTES} bytes (128 MiB) accepted; every read fetches whole chunks, so this volume "
+            f"cannot be cached in small blocks",
+        )
+    if scale.sharded:
+        raise DescriptionError(
+            f"{field}: expected an unsharded scale, found scale {scale.key!r} of {info.url} sharded "
+            f"(sharded precomputed volumes are not supported yet)",
+            field=field,
+        )
+    if scale.encoding not in SUPPORTED_ENCODINGS:
+        raise DescriptionError(
+            f"{field}: expected a scale with encoding in {list(SUPPORTED_ENCODINGS)}, found scale "
+            f"{scale.key!r} of {info.url} with encoding {scale.encoding!r}",
+            field=field,
+        )
+    if scale.encoding == "jpeg":
+        if info.dtype != np.uint8 or info.num_channels not in (1, 3):
+            raise DescriptionError(
+                f"{field}: expected jpeg scales of uint8 with 1 or 3 channels, found {info.dtype.name} with "
+                f"{info.num_channels} channels in {info.url}",
+                field=field,
+            )
+        if not codecs.jpeg_available():
+            raise DescriptionError(
+                f"{field}: scale {scale.key!r} of {info.url} is jpeg-encoded, which needs Pillow "
+                f"(pip install 'lazyflow-rbfs[precomputed]' or pip install pillow); expected it installed, "
+                f"found it missing",
+                field=field,
+            )
