@@ -1,6 +1,6 @@
 """Shared fixtures: a real cutout server on 127.0.0.1 (the test kit's plugin), and the lazyflow choice."""
 
-pytest_plugins = ["lazyflow_rbfs.testing.pytest_plugin"]
+pytest_plugins = ["lazyflow_rbfs.testing.pytest_plugin", "tests.mounts"]
 
 
 def pytest_addoption(parser):

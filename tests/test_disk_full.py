@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -24,53 +23,12 @@ from lazyflow_rbfs import description as descmod
 from lazyflow_rbfs.cache import RESTfulBlockwiseFileset
 from lazyflow_rbfs.errors import CacheWriteError
 from lazyflow_rbfs.store import BlockwiseFileset
+from tests.mounts import remount
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (16, 64, 64)
 BLOCK = (8, 64, 64)  # 32 KiB of uint8 per block: an HDF5 block file of about 34 KiB
 FREE_KIB = range(4, 41, 4)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# tmpfs mounts
-
-
-def _mount(path: Path, options: str) -> None:
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs ({result.stderr.strip() or result.returncode})")
-
-
-def _remount(path: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True, capture_output=True)
-
-
-def _unmount(path: Path) -> None:
-    if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """Factory ``mount(name, kib, ro=False)``: a fresh tmpfs of ``kib`` KiB; all unmounted at teardown."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted: list[Path] = []
-
-    def mount(name: str, kib: int, ro: bool = False) -> Path:
-        path = tmp_path / name
-        path.mkdir()
-        _mount(path, f"size={kib}k,mode=0755" + (",ro" if ro else ""))
-        mounted.append(path)
-        return path
-
-    try:
-        yield mount
-    finally:
-        for path in reversed(mounted):
-            _unmount(path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -222,8 +180,8 @@ def test_publish_on_a_full_disk_raises_and_marks_nothing(tmpfs, make_cutout_serv
             assert fs.verify().ok
 
         # With space again, the same caches recover.
-        _remount(remote_root, "size=1m")
-        _remount(local_root, "size=1m")
+        remount(remote_root, "size=1m")
+        remount(local_root, "size=1m")
         with RESTfulBlockwiseFileset(desc) as fs:
             np.testing.assert_array_equal(fs.readData(([0, 0, 0], list(SHAPE))), volume)
             assert fs.verify(deep=True).ok
@@ -259,7 +217,7 @@ def test_read_only_cache_raises_cache_write_error(tmpfs, make_cutout_server, vol
     desc = server.write_description(tmp_path / "ro.json", block_shape=BLOCK, cache_dir=root)
     with RESTfulBlockwiseFileset(desc) as fs:
         fs.readData(([0, 0, 0], [8, 64, 64]))  # one block cached while writable
-    _remount(root, "ro")
+    remount(root, "ro")
     with RESTfulBlockwiseFileset(desc) as fs:
         # Cached blocks still read; a block that needs storing is a CacheWriteError naming the path.
         np.testing.assert_array_equal(fs.readData(([0, 0, 0], [8, 64, 64])), volume[:8])

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -355,28 +354,17 @@ def test_a_dead_port_stops_a_distributed_prefetch_early(client, cutout_server, t
     assert len(report.failed) == 16 and not report.stopped_early
 
 
-def test_a_read_only_cache_stops_a_distributed_prefetch_at_once(client, make_cutout_server, tmp_path):
+def test_a_read_only_cache_stops_a_distributed_prefetch_at_once(client, make_cutout_server, tmp_path, tmpfs):
     # Its own URL prefix: a batch of an earlier test still running on a shared worker may reach a new
     # server that got the old one's port; only requests for this test's volume count.
     cutout_server = make_cutout_server(prefix="/read-only-cache-test")
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root")
-    mount = tmp_path / f"ro-{uuid.uuid4().hex[:8]}"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    mount = tmpfs("read-only", 1024, ro=True)
+    path = cutout_server.write_description(
+        tmp_path / "v.json", block_shape=(2, 4, 4), cache_dir=str(mount / "cache")
     )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        path = cutout_server.write_description(
-            tmp_path / "v.json", block_shape=(2, 4, 4), cache_dir=str(mount / "cache")
-        )
-        with pytest.raises(PrefetchError) as info:
-            # A large max_failures: only the cache rule can stop this one.
-            prefetch_on_cluster(path, client, batch_size=16, max_failures=10_000)
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+    with pytest.raises(PrefetchError) as info:
+        # A large max_failures: only the cache rule can stop this one.
+        prefetch_on_cluster(path, client, batch_size=16, max_failures=10_000)
     report = info.value.report
     assert report.stopped_early and "cache cannot be written" in report.stop_reason
     assert str(mount) in report.stop_reason

@@ -20,6 +20,7 @@ from lazyflow_rbfs import BlockwiseFileset, RESTfulBlockwiseFileset, description
 from lazyflow_rbfs.cli import main
 from lazyflow_rbfs.errors import CacheWriteError, DescriptionError
 from lazyflow_rbfs.testing import CutoutServer, PrecomputedSettings, sample_volume
+from tests.mounts import remount
 
 SHAPE = (16, 48, 40)
 BLOCK = (8, 16, 16)  # 2 x 3 x 3 = 18 blocks, the last x block 8 wide
@@ -439,20 +440,8 @@ def test_link_less_file_systems_record_under_a_lock(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_tmpfs(tmpfs):
+    return tmpfs("mnt", 256)
 
 
 def test_a_record_on_a_full_disk_is_a_cache_write_error(small_tmpfs, tmp_path):
@@ -478,7 +467,7 @@ def test_a_record_on_a_read_only_disk_is_a_cache_write_error(small_tmpfs, tmp_pa
     with CutoutServer(volume_of(13)) as server:
         ident = identity.identity_of(description.read_composite(write_desc(server, tmp_path / "v.json", "c")))
     (small_tmpfs / "c").mkdir()
-    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    remount(small_tmpfs, "ro")
     with pytest.raises(CacheWriteError) as info:
         identity.record(small_tmpfs / "c", ident)
     assert info.value.errno == errno.EROFS and isinstance(info.value, OSError)

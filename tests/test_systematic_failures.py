@@ -7,10 +7,7 @@ never stop it.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,21 +125,9 @@ def test_rbfs_prefetch_prints_why_it_stopped_and_exits_1(dead_description, capsy
 
 
 @pytest.fixture
-def read_only_dir(tmp_path: Path):
+def read_only_dir(tmpfs):
     """A read-only file system (a tmpfs mounted ``ro``): needs root; skipped otherwise."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root")
-    mount = tmp_path / f"ro-{uuid.uuid4().hex[:8]}"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+    return tmpfs("read-only", 1024, ro=True)
 
 
 def test_a_read_only_cache_stops_the_prefetch_at_the_first_failure(server, tmp_path, read_only_dir):
