@@ -147,26 +147,24 @@ def _attach_current(conn: HTTPConnection) -> None:
         flight.attach(conn)
 
 
-class _TrackedHTTPConnection(HTTPConnection):
-    """Tells the calling thread's attempt which socket it reads from."""
+class _Tracked:
+    """Mixed into a urllib3 connection class: tells the calling thread's attempt which socket it reads."""
 
     def connect(self) -> None:
-        super().connect()
-        _attach_current(self)
+        super().connect()  # type: ignore[misc]
+        _attach_current(self)  # type: ignore[arg-type]
 
     def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        _attach_current(self)
-        return super().request(*args, **kwargs)
+        _attach_current(self)  # type: ignore[arg-type]
+        return super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _TrackedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _attach_current(self)
+class _TrackedHTTPConnection(_Tracked, HTTPConnection):
+    pass
 
-    def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        _attach_current(self)
-        return super().request(*args, **kwargs)
+
+class _TrackedHTTPSConnection(_Tracked, HTTPSConnection):
+    pass
 
 
 class _TrackedHTTPPool(HTTPConnectionPool):

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import requests
 
@@ -27,6 +27,7 @@ __all__ = [
     "active",
     "longest",
     "sanitized",
+    "exception_chain",
     "scrub_error",
     "install_log_filter",
     "MIN_SECRET",
@@ -129,6 +130,26 @@ def _values_of(headers: Mapping[str, str]) -> frozenset[str]:
     return frozenset(values)
 
 
+def exception_chain(
+    exc: BaseException, *, prune: tuple[type[BaseException], ...] = ()
+) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps (in its ``args``, ``reason``, ``__cause__``, ``__context__``),
+    each once, depth first. Exceptions of the types ``prune`` are yielded but not looked into. What the
+    caller changes in an exception it is given (its ``args``) is seen before its wrapped ones are."""
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        if isinstance(item, prune):
+            continue
+        stack.extend(item.args)
+        stack.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
+
+
 def sanitized(exc: BaseException | None) -> BaseException | None:
     """``exc`` fit to be chained: no request/response objects (they carry the headers), no secret text.
 
@@ -137,13 +158,7 @@ def sanitized(exc: BaseException | None) -> BaseException | None:
     """
     if exc is None:
         return None
-    seen: set[int] = set()
-    stack: list[object] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
+    for item in exception_chain(exc):
         if isinstance(item, requests.RequestException):
             item.request = None
             item.response = None
@@ -152,8 +167,6 @@ def sanitized(exc: BaseException | None) -> BaseException | None:
                 item.args = tuple(_REGISTRY.redact(a) if isinstance(a, str) else a for a in item.args)
             except (AttributeError, TypeError):  # an exception type with read-only args
                 pass
-        stack.extend(item.args)
-        stack.extend((getattr(item, "reason", None), item.__cause__, item.__context__))
     if _REGISTRY.active:
         text = "".join(traceback.format_exception(exc))
         if _REGISTRY.redact(text) != text:
