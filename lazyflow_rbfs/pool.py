@@ -107,6 +107,16 @@ class WorkerPool:
     def closed(self) -> bool:
         return self._closed
 
+    def refuse(self) -> None:
+        """Refuse new tasks from now on (:attr:`closed` is true) without dropping the queued ones yet.
+
+        Cheap and runs no callback, so it may be called under a caller's own lock; tasks that look at
+        :attr:`closed` before starting their work (the cache's downloads do) then end at once, and
+        :meth:`shutdown` drops what is still queued.
+        """
+        with self._cond:
+            self._closed = True
+
     @property
     def threads(self) -> int:
         """Worker threads alive (idle or running a task)."""

@@ -139,8 +139,10 @@ def test_failures_are_aggregated(client, cutout_server, composite_description_pa
     cutout_server.faults.fail_matching("/8,16/", status=404)
     expected = sorted(b for b in ALL_BLOCKS if b[0] == 8)
 
+    # max_failures=0: this is about aggregating the failures of every batch. With the default, the run
+    # could (rightly) stop early whenever the failing batches happen to finish first.
     with pytest.raises(PrefetchError) as info:
-        prefetch_on_cluster(composite_description_path, client, batch_size=4)
+        prefetch_on_cluster(composite_description_path, client, batch_size=4, max_failures=0)
     report = info.value.report
     assert sorted(report.failed) == expected
     assert (report.total, report.downloaded, report.skipped) == (N_BLOCKS, N_BLOCKS - 9, 0)
@@ -148,7 +150,9 @@ def test_failures_are_aggregated(client, cutout_server, composite_description_pa
     assert all("404" in message for message in report.errors.values())
     assert "9 failed" in str(info.value)
 
-    report = prefetch_on_cluster(composite_description_path, client, batch_size=4, raise_on_failure=False)
+    report = prefetch_on_cluster(
+        composite_description_path, client, batch_size=4, raise_on_failure=False, max_failures=0
+    )
     assert sorted(report.failed) == expected
     assert (report.downloaded, report.skipped) == (0, N_BLOCKS - 9)
     with RESTfulBlockwiseFileset(composite_description_path) as fileset:

@@ -291,6 +291,11 @@ class BlockFetcher:
         pool: WorkerPool,
         wait_for_lock: bool,
     ) -> None:
+        if pool.closed:
+            # Queued before its pool was shut down or refused new work (close(), an interrupt, an
+            # early stop), dequeued after: not started.
+            IN_FLIGHT.finish(key, exc=Abandoned("the download was dropped before it started"), future=future)
+            return
         try:
             outcome, data = self._fetch_block(block_start, future, wait_for_lock)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter through the future

@@ -301,6 +301,7 @@ def run_prefetch(
                 if reason is not None and report.stop_reason is None:
                     report.stop_reason = reason
                     stop.set()
+                    pool.refuse()  # from here on no queued download starts (they end as not attempted)
                 else:
                     reason = None
                 done = report.done
