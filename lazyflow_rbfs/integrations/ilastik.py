@@ -191,7 +191,6 @@ def _wrap(name: str, original: Callable) -> Callable:
             return _nothing(self)
         return original(self, filePath)
 
-    attempt.__lazyflow_rbfs_original__ = original
     return attempt
 
 
