@@ -15,6 +15,7 @@ _EXPORTS = {
     "RESTfulVolume": "lazyflow_rbfs.remote",
     "RESTfulBlockwiseFileset": "lazyflow_rbfs.cache",
     "BlockwiseFilesetFactory": "lazyflow_rbfs.factory",
+    "open": "lazyflow_rbfs.opener",
 }
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "RESTfulBlockwiseFileset",
     "BlockwiseFilesetFactory",
     "errors",
+    "open",
 ]
 
 from lazyflow_rbfs import errors  # noqa: E402  (cheap, imports nothing else)
@@ -30,6 +32,7 @@ from lazyflow_rbfs import errors  # noqa: E402  (cheap, imports nothing else)
 if TYPE_CHECKING:  # pragma: no cover
     from lazyflow_rbfs.cache import RESTfulBlockwiseFileset
     from lazyflow_rbfs.factory import BlockwiseFilesetFactory
+    from lazyflow_rbfs.opener import open  # noqa: A004
     from lazyflow_rbfs.remote import RESTfulVolume
     from lazyflow_rbfs.store import BlockwiseFileset
 

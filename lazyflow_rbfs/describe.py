@@ -19,6 +19,7 @@ stem>-blocks`` next to the description). It works with every other command uncha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -183,15 +184,15 @@ def describe_source(
                 f"{refused}: no longer accepted (its value is not shown). {_description.CREDENTIALS_HELP}",
                 field=refused,
             )
-    fmt = formats.for_source(source)
     request = formats.ProbeRequest(
         scale=scale,
         timeout=timeout,
         retries=retries,
         headers={str(k): str(v) for k, v in (headers or {}).items()},
         environ=environ,
-        options=_format_options(fmt, source, format_options),
     )
+    fmt = formats.detect(source, request)
+    request = dataclasses.replace(request, options=_format_options(fmt, source, format_options))
     probe = fmt.probe(source, request)
     remote = dict(probe.remote)
     if name:

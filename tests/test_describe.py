@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +207,10 @@ def test_parse_source():
     )
     assert parse_source("s3://bucket/vol") == ("precomputed", "https://bucket.s3.amazonaws.com/vol")
     assert parse_source("https://h/v/info") == ("precomputed", "https://h/v")
-    for bad in ("boss://a/b", "boss://a/b/c/d", "file:///tmp/x", "vol"):
+    # Local copies are sources too (issue 11): file:// URLs and paths, made absolute.
+    assert parse_source("file:///tmp/x/") == ("precomputed", "file:///tmp/x")
+    assert parse_source("vol") == ("precomputed", "file://" + os.path.abspath("vol"))
+    for bad in ("boss://a/b", "boss://a/b/c/d", "file://otherhost/tmp/x", "ftp://h/x"):
         with pytest.raises(DescriptionError):
             parse_source(bad)
 

@@ -34,6 +34,10 @@ from lazyflow_rbfs.cli.text import fmt_bytes, fmt_shape
 __all__ = ["add_serve", "add_demo"]
 
 _DEFAULT_AXES = {1: "x", 2: "yx", 3: "zyx", 4: "tzyx", 5: "tzyxc"}
+_API_FORMATS = ("hdf5", "npz", "boss", "precomputed")
+#: Formats ``serve`` writes into a folder and serves as static files (their writers live in the test kit,
+#: :data:`lazyflow_rbfs.testing.static.WRITERS`; this list is only for ``--help``).
+_STATIC_FORMATS: tuple[str, ...] = ()
 
 
 def add_serve(command: AddCommand) -> None:
@@ -62,10 +66,12 @@ def add_serve(command: AddCommand) -> None:
     )
     p.add_argument(
         "--format",
-        choices=("hdf5", "npz", "boss", "precomputed"),
         default="hdf5",
-        help="remote format of the --describe description; boss and precomputed also switch those APIs "
-        "on (zyx volumes) (hdf5)",
+        metavar="FORMAT",
+        help="remote format of the --describe description: hdf5, npz, boss or precomputed (boss and "
+        "precomputed also switch those APIs on, zyx volumes), or a format served as static files with "
+        "Range support (the volume is written into a temporary folder in that format: "
+        f"{', '.join(_STATIC_FORMATS)}) (hdf5)",
     )
     faults = p.add_argument_group(
         "fault injection (N: how many requests, or 'all')",
@@ -195,6 +201,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     axes = args.axes or _DEFAULT_AXES.get(ndim)
     if axes is None:
         raise UsageError(f"the volume has {ndim} axes: name them with --axes")
+    if args.format not in _API_FORMATS:
+        return _serve_static(args, volume, axes)
     apis: dict[str, Any] = {}
     if args.format in ("boss", "precomputed"):
         if axes != "zyx":
@@ -231,6 +239,50 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             threading.Event().wait()
         except KeyboardInterrupt:
             print(f"stopped after {server.requests} requests", flush=True)
+    return EXIT_OK
+
+
+def _serve_static(args: argparse.Namespace, volume: Any, axes: str) -> int:
+    """``serve --format F`` for a static format: write the volume in format F into a temporary folder,
+    serve it with Range support, describe it with ``rbfs describe``'s own code if asked."""
+    from lazyflow_rbfs.testing import CutoutServer, static
+
+    if args.format not in static.WRITERS:
+        known = ", ".join((*_API_FORMATS, *sorted(static.WRITERS)))
+        raise UsageError(f"--format: expected one of {known}; found {args.format!r}")
+    with tempfile.TemporaryDirectory(prefix="rbfs-serve-") as folder:
+        try:
+            server = CutoutServer(volume, axes=axes, host=args.host, port=args.port, latency=args.latency)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        with server:
+            print(
+                f"writing {fmt_shape(server.shape)} {server.dtype.name} ({axes}) as {args.format} ...",
+                flush=True,
+            )
+            try:
+                rel = static.write_source(args.format, np.asarray(server.volume), axes, folder)
+            except ValueError as exc:
+                raise UsageError(f"--format {args.format}: {exc}") from None
+            server.mount("data", folder)
+            source = server.files_url("data", rel)
+            print(f"serving {args.format} at {source} (static files, HTTP Range supported)")
+            for line in _install_faults(server, args):
+                print(f"fault: {line}")
+            if args.describe:
+                from lazyflow_rbfs.describe import describe_source
+
+                path = describe_source(
+                    source, args.describe, block_shape=args.block_shape, cache_dir=args.cache_dir
+                )
+                print(f"description: {path}")
+                print(f"try: rbfs info {args.describe}")
+            print(f"describe it with: rbfs describe {source} OUT.json")
+            print("press Ctrl-C to stop", flush=True)
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                print(f"stopped after {server.requests} requests", flush=True)
     return EXIT_OK
 
 

@@ -9,12 +9,14 @@ evaluated by :mod:`lazyflow_rbfs.expressions` (never ``eval``).
 from __future__ import annotations
 
 import math
+import os
 import re
 import string
 from typing import Any
 
 import numpy
 
+from lazyflow_rbfs import locations as _locations
 from lazyflow_rbfs.errors import DescriptionError
 from lazyflow_rbfs.expressions import evaluate_value, to_int
 
@@ -38,6 +40,7 @@ __all__ = [
     "format_fields",
     "placeholder",
     "check_http_base",
+    "check_location_base",
 ]
 
 # -- field types used in the schema dicts ------------------------------------------------------------------
@@ -282,3 +285,32 @@ def check_http_base(value: Any, field: str, what: str) -> str:
             field, f"{what}: an http:// or https:// URL with a host, no query, no whitespace", url
         )
     return url.rstrip("/")
+
+
+def check_location_base(value: Any, field: str, what: str) -> str:
+    """A base location: an ``http(s)://`` URL (as :func:`check_http_base`), ``gs://``/``s3://`` of a public
+    bucket (stored as its HTTPS URL), or a local ``file:///`` URL or absolute path (stored as a ``file:///``
+    URL); without its trailing ``/``."""
+    text = parse_str(value, field)
+    if text is None:
+        raise field_error(field, what, None)
+    stripped = text.strip()
+    if "://" not in stripped:
+        if not os.path.isabs(stripped):
+            raise field_error(
+                field, f"{what}: a URL, or an absolute path (a relative path has no fixed meaning)", text
+            )
+        return _locations.file_url(stripped)
+    scheme = stripped.split("://", 1)[0].lower()
+    if scheme == "file":
+        resolved = _locations.resolve(stripped, field=field)
+        return str(resolved)
+    if scheme in ("gs", "s3"):
+        try:
+            resolved = _locations.http_url(stripped)
+        except DescriptionError:
+            resolved = None
+        if resolved is None:
+            raise field_error(field, f"{what}: {scheme}://bucket/path", text)
+        return check_http_base(resolved, field, what)
+    return check_http_base(text, field, what)

@@ -45,6 +45,7 @@ from lazyflow_rbfs.errors import (
     ArgumentError,
     ClosedError,
     DownloadError,
+    InvalidResponseError,
 )
 from lazyflow_rbfs.remote import inflight, redaction
 from lazyflow_rbfs.remote.bodies import ACCEPT_ENCODING, excerpt, read_body
@@ -55,6 +56,7 @@ from lazyflow_rbfs.remote.failures import (
     timeout_failure,
     transport_failure,
 )
+from lazyflow_rbfs.remote.ranges import ByteRange, check_answer
 from lazyflow_rbfs.remote.redirects import MAX_REDIRECTS, REDIRECT_STATUSES, follow, origin
 from lazyflow_rbfs.remote.retry import MAX_RETRY_AFTER, RETRY_STATUSES, delay, retry_after  # noqa: F401
 from lazyflow_rbfs.remote.sessions import Session, Slots
@@ -323,7 +325,13 @@ class HttpClient:
 
     # -- requests -------------------------------------------------------------------------------------
 
-    def get(self, url: str, *, max_bytes: int | None = None) -> bytes:
+    def get(
+        self,
+        url: str,
+        *,
+        max_bytes: int | None = None,
+        byte_range: tuple[int, int | None] | ByteRange | None = None,
+    ) -> bytes:
         """GET ``url`` and return the complete body of a 200 response (redirects followed).
 
         Parameters
@@ -333,18 +341,28 @@ class HttpClient:
         max_bytes:
             Refuse bodies larger than this, before and after undoing an HTTP ``Content-Encoding``
             (protects memory against a misbehaving server).
+        byte_range:
+            Only these bytes of the file (an HTTP ``Range`` request, no ``Content-Encoding``): ``(start,
+            stop)``, half-open, exactly ``stop - start`` bytes; or ``(-n, None)``, the last ``n`` bytes
+            (fewer if the file is smaller). See :mod:`.ranges`.
 
         Raises
         ------
         RemoteTimeoutError
             Connect or read timeout, or the response took longer than the read timeout, after retries.
         DownloadError
-            Connection failure after retries, a status other than 200 (``.status``), or a bad redirect.
+            Connection failure after retries, a status other than 200 (``.status``), or a bad redirect;
+            with ``byte_range``: a status other than 206 (or a 200 that is exactly the range), e.g. a
+            server without Range support (status 200) or a range past the end (416).
         InvalidResponseError
-            Body truncated, larger than ``max_bytes``, or in an encoding that cannot be undone.
+            Body truncated, larger than ``max_bytes``, or in an encoding that cannot be undone; with
+            ``byte_range``, a ``Content-Range`` that is not the range asked for.
         ClosedError
             The client was closed (before, or while the request was in flight: it was abandoned).
         """
+        wanted = None if byte_range is None else ByteRange.parse(byte_range)
+        if wanted is not None:
+            max_bytes = wanted.length if max_bytes is None else min(max_bytes, wanted.length)
         scheme = urlsplit(url).scheme.lower()
         if scheme not in ("http", "https"):
             raise DownloadError(
@@ -360,7 +378,7 @@ class HttpClient:
                 raise self._abandoned(url)
             self._requests += 1
         session = self._session(url)
-        logger.debug("GET %s", url)
+        logger.debug("GET %s%s", url, "" if wanted is None else f" ({wanted})")
         attempts = 0
         while True:
             attempts += 1
@@ -368,7 +386,7 @@ class HttpClient:
             if not self._slots.acquire():
                 raise self._abandoned(url)
             try:
-                body = self._attempt(session, url, max_bytes)
+                body = self._attempt(session, url, max_bytes, wanted)
             except Failure as exc:
                 failure = exc
             finally:
@@ -395,7 +413,9 @@ class HttpClient:
             redaction.redact(f"GET {url} abandoned: the remote volume is closed; open a new one to download")
         )
 
-    def _attempt(self, session: requests.Session, url: str, max_bytes: int | None) -> bytes:
+    def _attempt(
+        self, session: requests.Session, url: str, max_bytes: int | None, wanted: ByteRange | None = None
+    ) -> bytes:
         connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
         flight = inflight.Attempt(connect, read)
         with self._lock:
@@ -406,7 +426,7 @@ class HttpClient:
         body = b""
         try:
             try:
-                body = self._exchange(session, url, max_bytes, flight)
+                body = self._exchange(session, url, max_bytes, flight, wanted)
             except Exception as exc:
                 # Cut short (deadline, close): the exception is only the symptom, the reason says what.
                 if flight.finish() is None:
@@ -428,23 +448,32 @@ class HttpClient:
             raise timeout_failure(url, self.timeout)
         return body
 
-    def _request_headers(self, same_origin: bool) -> CaseInsensitiveDict:
+    def _request_headers(self, same_origin: bool, wanted: ByteRange | None = None) -> CaseInsensitiveDict:
         headers = CaseInsensitiveDict(self._public_headers)
         if same_origin:
             headers.update(self._headers)
+        if wanted is not None:
+            # A range of an HTTP-compressed body would be a range of the compressed bytes.
+            headers["Range"] = wanted.header
+            headers["Accept-Encoding"] = "identity"
         return headers
 
     def _exchange(
-        self, session: requests.Session, url: str, max_bytes: int | None, flight: inflight.Attempt
+        self,
+        session: requests.Session,
+        url: str,
+        max_bytes: int | None,
+        flight: inflight.Attempt,
+        wanted: ByteRange | None = None,
     ) -> bytes:
-        """One attempt: the request, its redirects, and the body of the final 200 response."""
+        """One attempt: the request, its redirects, and the body of the final 200 (206) response."""
         home = origin(url)
         target = url
         for hops in itertools.count():
             same_origin = home is not None and origin(target) == home
             response = session.get(
                 target,
-                headers=self._request_headers(same_origin),
+                headers=self._request_headers(same_origin, wanted),
                 timeout=self.timeout,
                 stream=True,
                 allow_redirects=False,
@@ -464,7 +493,7 @@ class HttpClient:
                         else " (another origin: headers not sent)",
                     )
                     continue
-                if status != 200:
+                if status != 200 and not (wanted is not None and status == 206):
                     where = url if target == url else f"{url} (redirected to {target})"
                     raise Failure(
                         DownloadError,
@@ -474,7 +503,16 @@ class HttpClient:
                         retryable=status in RETRY_STATUSES,
                         retry_after=retry_after(response.headers.get("Retry-After")),
                     )
-                return read_body(
+                exact = None if wanted is None else check_answer(status, response.headers, wanted, url)
+                body = read_body(
                     response, target, max_bytes, timeout=self.timeout, count=lambda n: self._count(nbytes=n)
                 )
+                if exact is not None and len(body) != exact:
+                    raise Failure(
+                        InvalidResponseError,
+                        f"GET {url} ({wanted}) returned {len(body)} bytes, expected {exact}",
+                        status=status,
+                        counted=False,
+                    )
+                return body
         raise AssertionError("unreachable")  # pragma: no cover

@@ -21,7 +21,8 @@ from lazyflow_rbfs import description as _description
 from lazyflow_rbfs.errors import ArgumentError, DescriptionError, RbfsError
 from lazyflow_rbfs.geometry import check_roi
 from lazyflow_rbfs.remote import formats
-from lazyflow_rbfs.remote.http import HttpClient, HttpStats
+from lazyflow_rbfs.remote.files import open_client
+from lazyflow_rbfs.remote.http import HttpStats
 from lazyflow_rbfs.remote.redaction import scrub_error
 
 __all__ = ["RESTfulVolume", "source_url"]
@@ -117,8 +118,12 @@ class RESTfulVolume:
             "max_parallel": max_parallel,
             "backoff": backoff,
         }
-        self._client = HttpClient(
-            **self._options, headers={**secret, **self._user_headers}, public_headers=public_headers
+        # A source on the file system (file:// URL) is read by a client rooted at its folder.
+        self._client = open_client(
+            fmt.identity_location(desc).url,
+            **self._options,
+            headers={**secret, **self._user_headers},
+            public_headers=public_headers,
         )
         try:
             self._reader = fmt.open_reader(desc, self._client)

@@ -30,6 +30,8 @@ class Reply:
     encode: Callable[[np.ndarray], bytes] | None = None
     body: bytes = b""
     extra: dict[str, str] = field(default_factory=dict)
+    #: A file (see :mod:`~lazyflow_rbfs.testing.static`): answers ``Range`` requests with ``206``.
+    ranged: bool = False
 
 
 def json_reply(obj: Any) -> Reply:

@@ -24,11 +24,11 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
@@ -39,7 +39,8 @@ from lazyflow_rbfs.testing.cutout import FORMATS as CUTOUT_FORMATS
 from lazyflow_rbfs.testing.cutout import CutoutEmulator
 from lazyflow_rbfs.testing.faults import Faults
 from lazyflow_rbfs.testing.precomputed import PrecomputedEmulator, PrecomputedSettings
-from lazyflow_rbfs.testing.replies import HttpError, Reply
+from lazyflow_rbfs.testing.replies import HttpError, NotFound, Reply
+from lazyflow_rbfs.testing.static import apply_range, file_reply
 from lazyflow_rbfs.testing.volumes import ServedVolume, load_volume
 
 __all__ = ["CutoutServer", "RequestRecord", "run_server"]
@@ -169,6 +170,7 @@ class CutoutServer:
         compression: str | None = None,
         boss: BossSettings | None = None,
         precomputed: PrecomputedSettings | None = None,
+        files: Mapping[str, str | os.PathLike] | None = None,
     ) -> None:
         self.volume, self._h5file = load_volume(volume)
         url_axes = url_axes if url_axes is not None else axes[::-1]
@@ -196,6 +198,12 @@ class CutoutServer:
         self._boss = BossEmulator(self.boss, self.served)
         self._precomputed = PrecomputedEmulator(self.precomputed, self.served)
         self.faults = Faults()
+        #: Honour ``Range`` headers of static files (``False``: answer 200 with the whole file, as a
+        #: server without Range support does).
+        self.range_requests = True
+        self._files: dict[str, str] = {}
+        for name, folder in (files or {}).items():
+            self._files[name] = os.path.realpath(os.fspath(folder))
         self._cond = threading.Condition()
         self._paused = False
         self._closing = threading.Event()
@@ -207,6 +215,18 @@ class CutoutServer:
         self._thread: threading.Thread | None = None
         self._httpd = _HTTPServer((host, port), self)
         self.host = host
+
+    def mount(self, name: str, folder: str | os.PathLike) -> str:
+        """Serve the files of ``folder`` under ``/files/<name>/`` (Range requests honoured, see
+        :attr:`range_requests`); returns :meth:`files_url`."""
+        if not name or "/" in name:
+            raise ValueError(f"a mount name is one path segment, got {name!r}")
+        self._files[name] = os.path.realpath(os.fspath(folder))
+        return self.files_url(name)
+
+    def files_url(self, name: str, rel: str = "") -> str:
+        """The URL of ``rel`` under the mounted folder ``name`` (the folder itself by default)."""
+        return f"{self.url}/files/{name}" + (f"/{rel.strip('/')}" if rel.strip("/") else "")
 
     @property
     def bounds(self) -> tuple[int, ...]:
@@ -410,6 +430,16 @@ class CutoutServer:
                 data = data.astype(np.complex128 if data.dtype.kind in "fc" else np.float64)
             body = reply.encode(data)
         extra = dict(reply.extra)
+        wanted = handler.headers.get("Range")
+        if reply.ranged and wanted and self.range_requests:
+            try:
+                body, extra["Content-Range"] = apply_range(body, wanted)
+            except HttpError as exc:
+                self._send(handler, exc.status, f"{exc}\n".encode(), "text/plain")
+                return
+            truncate = rule is not None and rule.kind == "truncate"
+            self._send(handler, 206, body, reply.content_type, extra, truncate=truncate)
+            return
         if extra.pop("X-Gzip", None) and "gzip" in handler.headers.get("Accept-Encoding", ""):
             body = gzip.compress(body, compresslevel=1)
             extra["Content-Encoding"] = "gzip"
@@ -417,6 +447,11 @@ class CutoutServer:
         self._send(handler, 200, body, reply.content_type, extra, truncate=truncate)
 
     def _route(self, handler: _Handler, path: str) -> Reply:
+        if path.startswith("/files/"):
+            name, _, rel = path[len("/files/") :].partition("/")
+            if name not in self._files:
+                raise NotFound(f"nothing is mounted at /files/{name}/")
+            return file_reply(self._files[name], unquote(rel))
         if path.startswith("/v1/"):
             return self._boss.route(path, handler.headers)
         rest = self._precomputed.handles(path)

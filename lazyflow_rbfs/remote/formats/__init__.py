@@ -23,6 +23,7 @@ from lazyflow_rbfs.description import (
     unregister_remote_format,
 )
 from lazyflow_rbfs.errors import DescriptionError
+from lazyflow_rbfs.locations import resolve
 from lazyflow_rbfs.remote.formats import boss, cutout, precomputed
 from lazyflow_rbfs.remote.formats.base import (
     IdentityLocation,
@@ -42,6 +43,7 @@ __all__ = [
     "RemoteFormat",
     "boss",
     "cutout",
+    "detect",
     "for_source",
     "get",
     "precomputed",
@@ -90,10 +92,20 @@ def registered() -> tuple[RemoteFormat, ...]:
     return remote_formats()  # type: ignore[return-value]
 
 
+def _candidates(source: str) -> tuple[list[RemoteFormat], bool]:
+    """The formats that accept ``source`` and whether it named its format by scheme."""
+    text = str(source).strip()
+    scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+    formats = registered()
+    named = [fmt for fmt in formats if scheme and scheme in fmt.source_schemes]
+    pool = named or [fmt for fmt in formats if scheme in fmt.location_schemes]
+    return [fmt for fmt in pool if fmt.parse_source(text) is not None], bool(named)
+
+
 def for_source(source: str) -> RemoteFormat:
-    """The format of a ``rbfs describe`` source: the one its URL scheme names (``boss://``,
-    ``precomputed://``), else the first that reads a plain location (``http(s)://``, ``gs://``,
-    ``s3://``) and accepts it.
+    """The format of a ``rbfs describe`` source, without looking at it: the one its URL scheme names
+    (``boss://``, ``precomputed://``, ``zarr://``), else the first that reads a plain location
+    (``http(s)://``, ``gs://``, ``s3://``, ``file://``, a path) and accepts it. :func:`detect` looks.
 
     Raises
     ------
@@ -101,15 +113,45 @@ def for_source(source: str) -> RemoteFormat:
         (field ``source``) No registered format accepts ``source`` (the message lists what is accepted),
         or the format it names finds it malformed.
     """
-    text = str(source).strip()
-    scheme = urlsplit(text).scheme.lower()
-    formats = registered()
-    named = [fmt for fmt in formats if scheme and scheme in fmt.source_schemes]
-    plain = [fmt for fmt in formats if scheme and scheme in fmt.location_schemes]
-    for fmt in named or plain:
-        if fmt.parse_source(text) is not None:
-            return fmt
-    raise DescriptionError(f"source: expected {sources_help()}; found {source!r}", field="source")
+    found, _ = _candidates(source)
+    if not found:
+        raise DescriptionError(f"source: expected {sources_help()}; found {source!r}", field="source")
+    return found[0]
+
+
+def detect(source: str, request: ProbeRequest) -> RemoteFormat:
+    """The format of a ``rbfs describe`` source: as :func:`for_source`, but a plain location that several
+    formats read is looked at (each format's :meth:`~RemoteFormat.sniff`, in registration order) and the
+    first whose metadata is there wins.
+
+    Raises
+    ------
+    DescriptionError
+        (field ``source``) As :func:`for_source`; or nothing any format looks for is at the location (the
+        message names the location and what was looked for).
+    DownloadError
+        The location could not be read (other than files being absent).
+    """
+    found, named = _candidates(source)
+    if not found:
+        raise DescriptionError(f"source: expected {sources_help()}; found {source!r}", field="source")
+    if named or len(found) == 1:
+        return found[0]
+    location = resolve(str(source).strip())
+    if location is None:  # pragma: no cover - every plain-location format accepts only resolvable ones
+        return found[0]
+    looked = []
+    with request.client(location=location) as client:
+        for fmt in found:
+            if fmt.sniff(location, client):
+                return fmt
+            if fmt.sniff_help:
+                looked.append(fmt.sniff_help)
+    raise DescriptionError(
+        f"source: found no volume at {location}: looked for {', '.join(looked) or 'metadata'} there and "
+        f"found none (is the URL or path the folder of the array, image or volume?)",
+        field="source",
+    )
 
 
 def sources_help() -> str:

@@ -28,6 +28,7 @@ import numpy as np
 from lazyflow_rbfs.description import IdentityLocation, Namespace
 from lazyflow_rbfs.errors import DescriptionError, DownloadError, RbfsError
 from lazyflow_rbfs.remote import codecs
+from lazyflow_rbfs.remote.files import open_client
 from lazyflow_rbfs.remote.http import HttpClient
 from lazyflow_rbfs.remote.redaction import scrub_error
 
@@ -41,6 +42,7 @@ __all__ = [
     "fetch_block",
     "decode_body",
     "metadata_client",
+    "sniff_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -99,15 +101,21 @@ class ProbeRequest:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def client(
-        self, *, secret: Mapping[str, str] | None = None, public: Mapping[str, str] | None = None
+        self,
+        *,
+        secret: Mapping[str, str] | None = None,
+        public: Mapping[str, str] | None = None,
+        location: str | None = None,
     ) -> contextlib.AbstractContextManager[HttpClient]:
         """A :func:`metadata_client` with the format's ``secret`` and ``public`` headers (the caller's own
-        headers win over ``secret`` ones of the same name)."""
+        headers win over ``secret`` ones of the same name); for a ``file://`` ``location``, a
+        :class:`~lazyflow_rbfs.remote.files.FileClient` rooted there."""
         return metadata_client(
             timeout=self.timeout,
             retries=self.retries,
             headers={**(secret or {}), **self.headers},
             public_headers=public,
+            location=location,
         )
 
 
@@ -194,6 +202,22 @@ class RemoteFormat(ABC):
         """
         return None
 
+    #: What :meth:`sniff` looks for at a plain location, for messages (``"'info' (precomputed)"``).
+    sniff_help: str | None = None
+
+    def sniff(self, location: str, client: HttpClient) -> bool:
+        """Whether the plain location ``location`` (an ``http(s)://`` or ``file:///`` URL from
+        :func:`lazyflow_rbfs.locations.resolve`) holds a source of this format, by its metadata file
+        (one or two small reads; a missing file is ``False``). Used when several formats read plain
+        locations; ``False`` by default.
+
+        Raises
+        ------
+        DownloadError
+            The metadata could not be read for another reason than its absence (the caller reports it).
+        """
+        return False
+
     def probe(self, source: str, request: ProbeRequest) -> Probe:
         """Read the metadata of ``source`` and return a remote description of it (``rbfs describe``).
 
@@ -247,10 +271,14 @@ def metadata_client(
     retries: int,
     headers: Mapping[str, str] | None = None,
     public_headers: Mapping[str, str] | None = None,
+    location: str | None = None,
 ) -> Iterator[HttpClient]:
     """An :class:`HttpClient` for a few metadata requests (one at a time), closed on exit. Errors raised
-    inside are scrubbed of the headers' secrets (a metadata error may quote a body that echoes them)."""
-    with HttpClient(
+    inside are scrubbed of the headers' secrets (a metadata error may quote a body that echoes them).
+    For a ``file://`` ``location`` (see :mod:`lazyflow_rbfs.locations`), a
+    :class:`~lazyflow_rbfs.remote.files.FileClient` rooted there instead."""
+    with open_client(
+        location or "https://",
         timeout=timeout,
         retries=retries,
         headers=dict(headers or {}),
@@ -262,3 +290,21 @@ def metadata_client(
         except RbfsError as exc:
             scrub_error(exc)
             raise
+
+
+def sniff_file(client: HttpClient, url: str, max_bytes: int) -> bool:
+    """Whether the metadata file ``url`` exists (for :meth:`RemoteFormat.sniff`): ``False`` on 404 (and
+    403: buckets answer it for absent objects), its body otherwise read and dropped.
+
+    Raises
+    ------
+    DownloadError
+        Any other failure.
+    """
+    try:
+        client.get(url, max_bytes=max_bytes)
+    except DownloadError as exc:
+        if type(exc) is DownloadError and exc.status in (403, 404):
+            return False
+        raise
+    return True

@@ -23,11 +23,18 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from lazyflow_rbfs.description import IdentityLocation
-from lazyflow_rbfs.description.fields import check_http_base, field_error, join_field
+from lazyflow_rbfs.description.fields import check_location_base, field_error, join_field
 from lazyflow_rbfs.errors import DescriptionError, DownloadError
 from lazyflow_rbfs.geometry import overlap_slices
 from lazyflow_rbfs.remote import codecs
-from lazyflow_rbfs.remote.formats.base import Probe, ProbeOption, ProbeRequest, RemoteFormat, decode_body
+from lazyflow_rbfs.remote.formats.base import (
+    Probe,
+    ProbeOption,
+    ProbeRequest,
+    RemoteFormat,
+    decode_body,
+    sniff_file,
+)
 from lazyflow_rbfs.remote.formats.precomputed_info import (
     MAX_CHUNK_BYTES,
     MAX_INFO_BYTES,
@@ -39,7 +46,7 @@ from lazyflow_rbfs.remote.formats.precomputed_info import (
     select_scale,
 )
 from lazyflow_rbfs.remote.http import HttpClient
-from lazyflow_rbfs.remote.locations import LOCATION_SCHEMES, http_url
+from lazyflow_rbfs.remote.locations import LOCATION_SCHEMES, resolve
 
 __all__ = [
     "PrecomputedScale",
@@ -307,7 +314,11 @@ class PrecomputedFormat(RemoteFormat):
     names = ("precomputed",)
     fields = {"precomputed_url": str, "scale": (str, int), "fill_missing": bool}
     url_source = "precomputed_url, scale and the volume's info file"
-    source_help = "an http(s) URL of a precomputed volume (the folder holding 'info'), gs:// or s3:// of one"
+    source_help = (
+        "an http(s) URL of a precomputed volume (the folder holding 'info'), gs://, s3://, file:// or a path "
+        "of one"
+    )
+    sniff_help = "'info' (neuroglancer precomputed)"
     source_schemes = ("precomputed",)
     location_schemes = LOCATION_SCHEMES
     probe_options = (
@@ -329,7 +340,7 @@ class PrecomputedFormat(RemoteFormat):
                 "'zyx' or 'czyx' for format 'precomputed' (chunks are x,y,z,c in Fortran order)",
                 out["axes"],
             )
-        out["precomputed_url"] = check_http_base(
+        out["precomputed_url"] = check_location_base(
             out["precomputed_url"],
             f("precomputed_url"),
             "the URL of the folder holding the volume's info file",
@@ -359,10 +370,14 @@ class PrecomputedFormat(RemoteFormat):
         text = str(source).strip()
         if urlsplit(text).scheme.lower() == "precomputed":
             text = text[len("precomputed://") :]
-        url = http_url(text)
+        url = resolve(text)
         if url is not None and url.endswith("/info"):
             url = url[: -len("/info")]
         return url
+
+    def sniff(self, location: str, client: HttpClient) -> bool:
+        """An ``info`` file is at ``location``."""
+        return sniff_file(client, f"{location}/info", MAX_INFO_BYTES)
 
     def probe(self, source: str, request: ProbeRequest) -> Probe:
         """Describe one scale (``request.scale``: a key or an index; default the first) from the volume's
@@ -370,7 +385,7 @@ class PrecomputedFormat(RemoteFormat):
         url = self.parse_source(source)
         if url is None:
             raise DescriptionError(f"source: expected {self.source_help}, found {source!r}", field="source")
-        with request.client() as client:
+        with request.client(location=url) as client:
             return _volume_description(url, client, request.scale, bool(request.options.get("fill_missing")))
 
 
