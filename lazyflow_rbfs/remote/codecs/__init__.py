@@ -11,6 +11,10 @@ Encodings (one module each): ``"hdf5"`` (:mod:`.hdf5`), ``"npy-zlib"`` alias ``"
 format decodes a body with ``codecs.get(encoding).decode(body, expected)`` (decode, then
 :func:`validate_array`); the test server encodes with ``codecs.get(encoding).encode(array, ...)``. A new
 encoding is one module holding a :class:`Codec` plus one :func:`register` call here.
+
+Chunked array formats (zarr, N5, sharded precomputed) compress chunks with byte compressors rather than
+body encodings: :mod:`.compressors` (``compressors.decompress(name, data, nbytes, url)``) inflates them to
+exactly the chunk's size.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from lazyflow_rbfs.errors import DescriptionError
-from lazyflow_rbfs.remote.codecs import blosc, hdf5, image, npy, raw
+from lazyflow_rbfs.remote.codecs import blosc, compressors, hdf5, image, npy, raw
 from lazyflow_rbfs.remote.codecs.base import (
     Codec,
     Decoder,
@@ -55,6 +59,7 @@ __all__ = [
     "blosc_decompressor",
     "jpeg_available",
     "MissingCodecError",
+    "compressors",
 ]
 
 _CODECS: dict[str, Codec] = {}
