@@ -63,7 +63,9 @@ class Venv:
     python: str
     site: Path
 
-    def run(self, *args: str, path: tuple = (REPO, DOUBLE), **env: str) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, path: tuple = (REPO, DOUBLE), cwd: Path | None = None, **env: str
+    ) -> subprocess.CompletedProcess:
         """Run this venv's interpreter with ``PYTHONPATH`` = ``path`` (nothing else of ours)."""
         environ = dict(os.environ)
         for name in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "PYTHONSTARTUP"):
@@ -77,7 +79,7 @@ class Venv:
             capture_output=True,
             text=True,
             env=environ,
-            cwd=self.root,
+            cwd=cwd or self.root,
             timeout=TIMEOUT,
             check=False,
         )
@@ -263,9 +265,13 @@ def test_a_missing_or_broken_package_lets_python_and_ilastik_start_with_a_warnin
     assert "the ilastik hook could not be applied" in warning[0] and error in warning[0]
     assert "rbfs ilastik --uninstall-hook" in warning[0] and str(venv.site / PTH) in warning[0]
 
-    if how == "broken":
-        status = venv.run("-m", "lazyflow_rbfs", "ilastik", "--hook-status", path=(REPO,))
-        assert status.returncode == 0, status.stdout  # rbfs itself runs from the intact checkout
+    if how == "missing":
+        # rbfs run from a checkout (`python -m` finds it in the working directory): the fresh interpreter
+        # that hook-status starts does not, and says so.
+        status = venv.run("-m", "lazyflow_rbfs", "ilastik", "--hook-status", path=(), cwd=REPO)
+        assert status.returncode == 1, status.stdout
+        assert "lazyflow_rbfs.ilastik (what the hook imports): NOT importable" in status.stdout
+        assert "ModuleNotFoundError" in status.stdout
 
 
 # ------------------------------------------------------------------------------------------ details

@@ -264,10 +264,17 @@ class HookStatus:
         return self.installed and not self.problems
 
 
-def _probe(timeout: float) -> dict:
+def _probe(site_dir: str, timeout: float) -> dict:
+    # Run in site_dir: `-c` puts the working directory first on sys.path, and a checkout there must not
+    # make lazyflow_rbfs look importable.
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout, check=False
+            [sys.executable, "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=site_dir,
         )
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as exc:
@@ -312,7 +319,7 @@ def hook_status(target: str | os.PathLike[str] | None = None, *, probe: bool = T
             "interpreter whose site directories include it runs the hook"
         )
     if installed and on_site_path and probe:
-        found = _probe(_PROBE_TIMEOUT)
+        found = _probe(files.site_dir, _PROBE_TIMEOUT)
         if "probe_error" in found:
             problems.append(f"could not start {sys.executable} to check: {found['probe_error']}")
         elif found.get("disabled"):
