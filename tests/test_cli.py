@@ -620,9 +620,11 @@ def test_ilastik_forwards_arguments_and_exit_status(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "lazyflow_rbfs.ilastik", types.SimpleNamespace(main=fake_main))
     code, _, _ = _run(capsys, "ilastik", "--", "--headless", "--project=x.ilp")
     assert code == 3
-    code, _, _ = _run(capsys, "-v", "ilastik", "--help")
+    code, _, _ = _run(capsys, "-v", "ilastik", "--", "--help")  # ilastik's help (rbfs ilastik --help: ours)
     assert code == 3
-    assert seen == [["--headless", "--project=x.ilp"], ["--help"]]
+    code, _, _ = _run(capsys, "ilastik", "--headless", "--project=x.ilp")
+    assert code == 3
+    assert seen == [["--headless", "--project=x.ilp"], ["--help"], ["--headless", "--project=x.ilp"]]
 
 
 def test_ilastik_unavailable_exits_2(capsys, monkeypatch):

@@ -21,7 +21,7 @@ from typing import Any
 
 from lazyflow_rbfs.cli.args import PROG
 from lazyflow_rbfs.cli.commands import build_parser
-from lazyflow_rbfs.cli.commands.ilastik import run_ilastik
+from lazyflow_rbfs.cli.commands.ilastik import launch_args, run_ilastik
 from lazyflow_rbfs.cli.exits import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -99,11 +99,11 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _split_ilastik(argv: list[str]) -> list[str] | None:
-    """``rbfs [-v] ilastik ARGS...``: return ARGS untouched by argparse, else ``None``."""
+    """``rbfs [-v] ilastik ARGS...`` that runs ilastik: return ARGS untouched by argparse, else ``None``
+    (``rbfs ilastik --help`` and the hook options are parsed as usual)."""
     for i, token in enumerate(argv):
         if token == "ilastik":
-            rest = argv[i + 1 :]
-            return rest[1:] if rest[:1] == ["--"] else rest
+            return launch_args(argv[i + 1 :])
         if token not in ("-v", "--verbose"):
             return None
     return None
