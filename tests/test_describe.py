@@ -95,8 +95,11 @@ def test_describe_precomputed_errors(server, tmp_path):
         describe_source(server.precomputed_url, tmp_path / "x.json", block_shape="8,16")
     assert info.value.field == "block_shape"
     with pytest.raises(DownloadError) as info:
-        describe_source(server.url + "/nothing-here", tmp_path / "x.json", retries=0)
+        describe_source("precomputed://" + server.url + "/nothing-here", tmp_path / "x.json", retries=0)
     assert info.value.status == 404
+    with pytest.raises(DescriptionError) as info:  # several formats read plain locations: each is looked for
+        describe_source(server.url + "/nothing-here", tmp_path / "x.json", retries=0)
+    assert info.value.field == "source" and "'info'" in str(info.value)
     with pytest.raises(DescriptionError) as info:
         describe_source("ftp://example.org/vol", tmp_path / "x.json")
     assert info.value.field == "source"
@@ -201,15 +204,18 @@ def test_describe_boss_public_wrong_and_right_token(volume, tmp_path, intern, mo
 
 def test_parse_source():
     assert parse_source("boss://a/b/c") == ("boss", ("a", "b", "c"))
-    assert parse_source("gs://bucket/path/to/vol/") == (
+    # A plain location is read by several formats (zarr, N5, precomputed): ``rbfs describe`` looks which
+    # (formats.detect); without looking, it resolves to the same URL whichever format takes it.
+    assert parse_source("gs://bucket/path/to/vol/")[1] == "https://storage.googleapis.com/bucket/path/to/vol"
+    assert parse_source("s3://bucket/vol")[1] == "https://bucket.s3.amazonaws.com/vol"
+    assert parse_source("precomputed://s3://bucket/vol") == (
         "precomputed",
-        "https://storage.googleapis.com/bucket/path/to/vol",
+        "https://bucket.s3.amazonaws.com/vol",
     )
-    assert parse_source("s3://bucket/vol") == ("precomputed", "https://bucket.s3.amazonaws.com/vol")
-    assert parse_source("https://h/v/info") == ("precomputed", "https://h/v")
+    assert parse_source("precomputed://https://h/v/info") == ("precomputed", "https://h/v")
     # Local copies are sources too (issue 11): file:// URLs and paths, made absolute.
-    assert parse_source("file:///tmp/x/") == ("precomputed", "file:///tmp/x")
-    assert parse_source("vol") == ("precomputed", "file://" + os.path.abspath("vol"))
+    assert parse_source("file:///tmp/x/")[1] == "file:///tmp/x"
+    assert parse_source("vol")[1] == "file://" + os.path.abspath("vol")
     for bad in ("boss://a/b", "boss://a/b/c/d", "file://otherhost/tmp/x", "ftp://h/x"):
         with pytest.raises(DescriptionError):
             parse_source(bad)

@@ -24,7 +24,7 @@ from lazyflow_rbfs.description import (
 )
 from lazyflow_rbfs.errors import DescriptionError
 from lazyflow_rbfs.locations import resolve
-from lazyflow_rbfs.remote.formats import boss, cutout, precomputed
+from lazyflow_rbfs.remote.formats import boss, cutout, n5, precomputed
 from lazyflow_rbfs.remote.formats.base import (
     IdentityLocation,
     Probe,
@@ -46,6 +46,7 @@ __all__ = [
     "detect",
     "for_source",
     "get",
+    "n5",
     "precomputed",
     "register",
     "registered",
@@ -164,6 +165,6 @@ def sources_help() -> str:
     return ", or ".join(str(fmt.source_help) for fmt in ordered)
 
 
-for _fmt in (cutout.HDF5, cutout.NPY, boss.BOSS, precomputed.PRECOMPUTED):
+for _fmt in (cutout.HDF5, cutout.NPY, boss.BOSS, n5.N5, precomputed.PRECOMPUTED):
     register(_fmt)
 del _fmt
