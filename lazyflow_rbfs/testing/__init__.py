@@ -24,6 +24,7 @@ from __future__ import annotations
 from lazyflow_rbfs.testing.boss import BossSettings
 from lazyflow_rbfs.testing.faults import FaultRule, Faults
 from lazyflow_rbfs.testing.precomputed import PrecomputedSettings
+from lazyflow_rbfs.testing.precomputed_sharded import write_sharded_precomputed
 from lazyflow_rbfs.testing.server import CutoutServer, RequestRecord, run_server
 from lazyflow_rbfs.testing.volumes import sample_volume
 
@@ -36,4 +37,5 @@ __all__ = [
     "RequestRecord",
     "sample_volume",
     "run_server",
+    "write_sharded_precomputed",
 ]
