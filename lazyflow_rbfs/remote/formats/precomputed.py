@@ -428,7 +428,21 @@ def _volume_description(url: str, client: HttpClient, scale: str | int | None, f
     spec = scale_sharding(chosen, info)
     if spec is not None:
         remote["precomputed_sharding"] = spec.as_json()
+        _check_ranges(client, join(url, chosen.key), spec, chosen)
     return Probe(remote, tuple(unit), info.dtype.itemsize)
+
+
+def _check_ranges(client: HttpClient, scale_url: str, spec: Any, scale: PrecomputedScale) -> None:
+    """One small Range request (the first shard index entry of the shard holding chunk 0), so that a server
+    without Range support is reported by ``rbfs describe`` rather than at the first read. A missing shard
+    file proves nothing and is fine."""
+    first = join(scale_url, spec.shard_name(spec.locate(0)[0]))
+    try:
+        client.get(first, byte_range=(0, 16), max_bytes=16)
+    except DownloadError as exc:
+        if type(exc) is DownloadError and exc.status in (403, 404, 416):
+            return
+        raise
 
 
 class PrecomputedFormat(RemoteFormat):
