@@ -25,6 +25,7 @@ from lazyflow_rbfs.testing import n5 as _n5  # noqa: F401 - registers the static
 from lazyflow_rbfs.testing.boss import BossSettings
 from lazyflow_rbfs.testing.faults import FaultRule, Faults
 from lazyflow_rbfs.testing.precomputed import PrecomputedSettings
+from lazyflow_rbfs.testing.precomputed_sharded import write_sharded_precomputed
 from lazyflow_rbfs.testing.server import CutoutServer, RequestRecord, run_server
 from lazyflow_rbfs.testing.volumes import sample_volume
 
@@ -37,4 +38,5 @@ __all__ = [
     "RequestRecord",
     "sample_volume",
     "run_server",
+    "write_sharded_precomputed",
 ]

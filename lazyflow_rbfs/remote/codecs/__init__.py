@@ -7,7 +7,8 @@ than the block it stands for. Whatever else goes wrong while parsing hostile byt
 :class:`~lazyflow_rbfs.errors.InvalidResponseError` naming the URL in one place (:func:`.base.guarded`).
 
 Encodings (one module each): ``"hdf5"`` (:mod:`.hdf5`), ``"npy-zlib"`` alias ``"npz"``/``"npygz"``
-(:mod:`.npy`), ``"blosc"`` (:mod:`.blosc`), ``"raw"`` (:mod:`.raw`), ``"jpeg"`` (:mod:`.image`). A remote
+(:mod:`.npy`), ``"blosc"`` (:mod:`.blosc`), ``"raw"`` (:mod:`.raw`), ``"jpeg"`` and ``"png"`` (:mod:`.image`),
+``"compressed_segmentation"`` (:mod:`.segmentation`). A remote
 format decodes a body with ``codecs.get(encoding).decode(body, expected)`` (decode, then
 :func:`validate_array`); the test server encodes with ``codecs.get(encoding).encode(array, ...)``. A new
 encoding is one module holding a :class:`Codec` plus one :func:`register` call here.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from lazyflow_rbfs.errors import DescriptionError
-from lazyflow_rbfs.remote.codecs import blosc, compressors, hdf5, image, npy, raw
+from lazyflow_rbfs.remote.codecs import blosc, compressors, hdf5, image, npy, raw, segmentation
 from lazyflow_rbfs.remote.codecs.base import (
     Codec,
     Decoder,
@@ -142,6 +143,6 @@ def _codec_for_format(fmt: str) -> Codec:
     return codec
 
 
-for _codec in (hdf5.CODEC, npy.CODEC, blosc.CODEC, raw.CODEC, image.JPEG):
+for _codec in (hdf5.CODEC, npy.CODEC, blosc.CODEC, raw.CODEC, image.JPEG, image.PNG, segmentation.CODEC):
     register(_codec)
 del _codec

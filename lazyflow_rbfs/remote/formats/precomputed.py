@@ -4,12 +4,22 @@ A volume is a folder holding an ``info`` JSON file and one sub-folder per scale 
 cut into chunks of ``chunk_sizes[0]`` voxels (x, y, z) on a grid anchored at ``voxel_offset``; the chunk at
 ``[x0, x1) x [y0, y1) x [z0, z1)`` (absolute coordinates, cut short at the volume's far edge) is the file
 ``<key>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>``. Encodings read here: ``raw`` (little-endian x,y,z,c in Fortran
-order, possibly gzip-encoded by HTTP) and ``jpeg`` (needs Pillow). Sharded scales are not supported.
+order, possibly gzip-encoded by HTTP), ``jpeg`` and ``png`` (need Pillow) and ``compressed_segmentation``
+(needs the package ``compressed-segmentation``).
+
+A *sharded* scale (``neuroglancer_uint64_sharded_v1``, :mod:`.precomputed_shards`) keeps its chunks in
+shard files read with byte ranges: the shard and minishard indexes of the chunks of a roi (each fetched
+once per reader and kept in a bounded cache), then the chunks' bytes, adjacent ones in one request.
 
 A roi is read by fetching every chunk it touches (one after the other: the cache already runs several
 blocks in parallel) and copying their intersections into the result. A chunk the server does not have
-(HTTP 404) is a :class:`~lazyflow_rbfs.errors.DownloadError` with ``status=404`` saying so, unless the
-description sets ``fill_missing``; then that chunk reads as zeros.
+(HTTP 404; for a sharded scale: a chunk its minishard does not list, or a shard file that does not exist)
+is a :class:`~lazyflow_rbfs.errors.DownloadError` with ``status=404`` saying so, unless the description
+sets ``fill_missing``; then that chunk reads as zeros. A ``403`` is never read as missing (a bucket
+answering 403 may be refusing access).
+
+The description records the scale's ``encoding`` and ``sharding`` (``precomputed_encoding``,
+``precomputed_sharding``); the reader refuses an info file that no longer matches them.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -26,13 +36,14 @@ from lazyflow_rbfs.description import IdentityLocation
 from lazyflow_rbfs.description.fields import check_location_base, field_error, join_field
 from lazyflow_rbfs.errors import DescriptionError, DownloadError
 from lazyflow_rbfs.geometry import overlap_slices
+from lazyflow_rbfs.locations import join
 from lazyflow_rbfs.remote import codecs
+from lazyflow_rbfs.remote.codecs import compressors, segmentation
 from lazyflow_rbfs.remote.formats.base import (
     Probe,
     ProbeOption,
     ProbeRequest,
     RemoteFormat,
-    decode_body,
     sniff_file,
 )
 from lazyflow_rbfs.remote.formats.precomputed_info import (
@@ -43,7 +54,15 @@ from lazyflow_rbfs.remote.formats.precomputed_info import (
     PrecomputedScale,
     check_scale_supported,
     parse_info,
+    scale_sharding,
     select_scale,
+)
+from lazyflow_rbfs.remote.formats.precomputed_shards import (
+    ShardedChunks,
+    compressed_morton_code,
+    grid_shape,
+    gunzip_at_most,
+    parse_sharding,
 )
 from lazyflow_rbfs.remote.http import HttpClient
 from lazyflow_rbfs.remote.locations import LOCATION_SCHEMES, resolve
@@ -125,6 +144,8 @@ class PrecomputedReader:
         self._lock = threading.Lock()
         self._info: PrecomputedInfo | None = None
         self._scale: PrecomputedScale | None = None
+        self._codec: codecs.Codec | None = None
+        self._shards: ShardedChunks | None = None
 
     @property
     def info_url(self) -> str:
@@ -139,6 +160,21 @@ class PrecomputedReader:
                 scale = select_scale(info, self.desc.scale)
                 check_scale_supported(scale, info)
                 self._check_against_description(info, scale)
+                spec = scale_sharding(scale, info)
+                if scale.encoding == "compressed_segmentation":
+                    self._codec = segmentation.codec_for(scale.segmentation_block or (8, 8, 8))
+                else:
+                    self._codec = codecs.get(scale.encoding)
+                if spec is not None:
+                    grid = grid_shape(scale.size, scale.chunk_size)
+                    chunk_nbytes = np.prod(scale.chunk_size) * info.num_channels * info.dtype.itemsize
+                    self._shards = ShardedChunks(
+                        self.client,
+                        join(self.base, scale.key),
+                        spec,
+                        max_chunk_bytes=self._codec.max_body_bytes(int(chunk_nbytes)),
+                        max_chunks=int(np.prod(grid)),
+                    )
                 self._info, self._scale = info, scale
                 logger.debug(
                     "precomputed %s: scale %r size %s offset %s chunk %s encoding %s",
@@ -183,6 +219,24 @@ class PrecomputedReader:
                 f"{origin.tolist()}..{bounds.tolist()}",
                 field="bounds",
             )
+        recorded = getattr(self.desc, "precomputed_encoding", None)
+        if recorded is not None:  # descriptions written before these fields were recorded are not checked
+            if scale.encoding != recorded:
+                raise DescriptionError(
+                    f"precomputed_encoding: expected the encoding {recorded!r} the description recorded, "
+                    f"found {scale.encoding!r} in {where}; the source changed: describe it again (and use a "
+                    f"new cache directory)",
+                    field="precomputed_encoding",
+                )
+            wanted = getattr(self.desc, "precomputed_sharding", None)
+            found = scale_sharding(scale, info)
+            if (found.as_json() if found else None) != wanted:
+                raise DescriptionError(
+                    f"precomputed_sharding: expected the sharding {wanted!r} the description recorded, found "
+                    f"{found.as_json() if found else None!r} in {where}; the source changed: describe it "
+                    f"again (and use a new cache directory)",
+                    field="precomputed_sharding",
+                )
 
     def _chunks(self, start: np.ndarray, stop: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         scale = self.scale()
@@ -200,7 +254,19 @@ class PrecomputedReader:
         return f"{self.base}/{scale.key}/{chunk_key(lo, hi)}"
 
     def urls(self, start: np.ndarray, stop: np.ndarray) -> list[str]:
-        return [self.chunk_url(lo, hi) for lo, hi in self._chunks(start, stop)]
+        """The chunk files of ``[start, stop)``; for a sharded scale, the shard files holding its chunks."""
+        boxes = list(self._chunks(start, stop))
+        if self._shards is not None:
+            return self._shards.urls([self._chunk_id(lo) for lo, _ in boxes])
+        return [self.chunk_url(lo, hi) for lo, hi in boxes]
+
+    def _chunk_id(self, lo: np.ndarray) -> int:
+        """The compressed Morton code of the chunk starting at ``lo`` (z, y, x)."""
+        scale = self.scale()
+        position = (np.asarray(lo[::-1], dtype=np.int64) - np.asarray(scale.voxel_offset)) // np.asarray(
+            scale.chunk_size
+        )
+        return compressed_morton_code(position.tolist(), grid_shape(scale.size, scale.chunk_size))
 
     def fetch(self, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
         scale = self.scale()
@@ -209,8 +275,12 @@ class PrecomputedReader:
         abs_lo = start[spatial] + self.origin[spatial]
         abs_hi = stop[spatial] + self.origin[spatial]
         c_sel = slice(int(start[0]), int(stop[0])) if self.channels else slice(0, 1)
-        for lo, hi in self._chunks(start, stop):
-            chunk = self._fetch_chunk(scale, lo, hi)
+        boxes = list(self._chunks(start, stop))
+        if self._shards is not None:
+            chunks = self._fetch_sharded(self._shards, boxes)
+        else:
+            chunks = (self._fetch_chunk(scale, lo, hi) for lo, hi in boxes)
+        for (lo, hi), chunk in zip(boxes, chunks):
             if chunk is None:
                 continue  # missing and fill_missing: zeros
             src, dst = overlap_slices(lo, hi, abs_lo, abs_hi)
@@ -221,29 +291,78 @@ class PrecomputedReader:
                 out[dst] = part[0]
         return out
 
-    def _fetch_chunk(self, scale: PrecomputedScale, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
-        url = self.chunk_url(lo, hi)
+    def _chunk_codec(self) -> codecs.Codec:
+        """The codec of the scale's chunks (set with the scale)."""
+        self.scale()
+        return cast(codecs.Codec, self._codec)
+
+    def _expected(self, url: str, lo: np.ndarray, hi: np.ndarray) -> codecs.Expected:
         info = self._info
         channels = info.num_channels if info is not None else 1
-        expected = codecs.Expected(url=url, shape=(channels, *(int(n) for n in hi - lo)), dtype=self.dtype)
+        return codecs.Expected(url=url, shape=(channels, *(int(n) for n in hi - lo)), dtype=self.dtype)
+
+    def _missing(self, url: str, how: str) -> None:
+        if self.fill_missing:
+            logger.debug("precomputed chunk %s is missing; fill_missing: zeros", url)
+            return
+        raise DownloadError(
+            f"precomputed chunk missing: {url} {how} (the volume has no data there); the chunk is not read "
+            f"as zeros unless the description sets fill_missing to true",
+            url=url,
+            status=404,
+        )
+
+    def _decode(self, body: bytes, expected: codecs.Expected) -> np.ndarray:
+        codec = self._chunk_codec()
         try:
-            body = self.client.get(url, max_bytes=codecs.get(scale.encoding).max_body_bytes(expected.nbytes))
+            try:
+                return codec.decode(body, expected)
+            except DownloadError:
+                self.client.record_error()
+                raise
+        except codecs.MissingCodecError as exc:
+            raise DescriptionError(f"scale: {exc}", field="scale") from None
+
+    def _fetch_chunk(self, scale: PrecomputedScale, lo: np.ndarray, hi: np.ndarray) -> np.ndarray | None:
+        url = self.chunk_url(lo, hi)
+        expected = self._expected(url, lo, hi)
+        codec = self._chunk_codec()
+        try:
+            body = self.client.get(url, max_bytes=codec.max_body_bytes(expected.nbytes))
         except DownloadError as exc:
             if exc.status != 404 or type(exc) is not DownloadError:
                 raise
-            if self.fill_missing:
-                logger.debug("precomputed chunk %s is missing; fill_missing: zeros", url)
-                return None
-            raise DownloadError(
-                f"precomputed chunk missing: {url} answered HTTP 404 (the volume has no data there); the "
-                f"chunk is not read as zeros unless the description sets fill_missing to true",
-                url=url,
-                status=404,
-            ) from exc
-        try:
-            return decode_body(self.client, scale.encoding, body, expected)
-        except codecs.MissingCodecError as exc:
-            raise DescriptionError(f"scale: {exc}", field="scale") from None
+            self._missing(url, "answered HTTP 404")
+            return None
+        return self._decode(body, expected)
+
+    def _fetch_sharded(
+        self, shards: ShardedChunks, boxes: list[tuple[np.ndarray, np.ndarray]]
+    ) -> list[np.ndarray | None]:
+        ids = [self._chunk_id(lo) for lo, _ in boxes]
+        bodies = shards.fetch(ids)
+        codec = self._chunk_codec()
+        out: list[np.ndarray | None] = []
+        for cid, (lo, hi) in zip(ids, boxes):
+            shard = shards.shard_url(shards.spec.locate(cid)[0])
+            url = f"{shard} (chunk {cid})"
+            body = bodies[cid]
+            if body is None:
+                self._missing(url, "is not in its shard")
+                out.append(None)
+                continue
+            expected = self._expected(url, lo, hi)
+            if shards.spec.data_encoding == "gzip":
+                try:
+                    if self._scale is not None and self._scale.encoding == "raw":
+                        body = compressors.decompress("gzip", body, expected.nbytes, url)
+                    else:
+                        body = gunzip_at_most(body, codec.max_body_bytes(expected.nbytes), url, "chunk data")
+                except DownloadError:
+                    self.client.record_error()
+                    raise
+            out.append(self._decode(body, expected))
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -305,14 +424,38 @@ def _volume_description(url: str, client: HttpClient, scale: str | int | None, f
         "scale": chosen.key,
         "fill_missing": bool(fill_missing),
     }
+    remote["precomputed_encoding"] = chosen.encoding
+    spec = scale_sharding(chosen, info)
+    if spec is not None:
+        remote["precomputed_sharding"] = spec.as_json()
+        _check_ranges(client, join(url, chosen.key), spec, chosen)
     return Probe(remote, tuple(unit), info.dtype.itemsize)
 
 
+def _check_ranges(client: HttpClient, scale_url: str, spec: Any, scale: PrecomputedScale) -> None:
+    """One small Range request (the first shard index entry of the shard holding chunk 0), so that a server
+    without Range support is reported by ``rbfs describe`` rather than at the first read. A missing shard
+    file proves nothing and is fine."""
+    first = join(scale_url, spec.shard_name(spec.locate(0)[0]))
+    try:
+        client.get(first, byte_range=(0, 16), max_bytes=16)
+    except DownloadError as exc:
+        if type(exc) is DownloadError and exc.status in (403, 404, 416):
+            return
+        raise
+
+
 class PrecomputedFormat(RemoteFormat):
-    """Remote format ``"precomputed"``: one scale of a neuroglancer precomputed volume (unsharded)."""
+    """Remote format ``"precomputed"``: one scale of a neuroglancer precomputed volume (sharded or not)."""
 
     names = ("precomputed",)
-    fields = {"precomputed_url": str, "scale": (str, int), "fill_missing": bool}
+    fields = {
+        "precomputed_url": str,
+        "scale": (str, int),
+        "fill_missing": bool,
+        "precomputed_encoding": str,
+        "precomputed_sharding": dict,
+    }
     url_source = "precomputed_url, scale and the volume's info file"
     source_help = (
         "an http(s) URL of a precomputed volume (the folder holding 'info'), gs://, s3://, file:// or a path "
@@ -352,6 +495,19 @@ class PrecomputedFormat(RemoteFormat):
         if not isinstance(fill, (bool, np.bool_)):
             raise field_error(f("fill_missing"), "true or false", fill)
         out["fill_missing"] = bool(fill)
+        encoding = out.get("precomputed_encoding")
+        if encoding is not None and (not isinstance(encoding, str) or not encoding or "\0" in encoding):
+            raise field_error(f("precomputed_encoding"), "the scale's encoding, e.g. 'raw'", encoding)
+        sharding = out.get("precomputed_sharding")
+        if sharding is not None:
+            if encoding is None:
+                raise field_error(
+                    f("precomputed_encoding"), "the scale's encoding next to precomputed_sharding", None
+                )
+            try:
+                out["precomputed_sharding"] = parse_sharding(sharding, f("precomputed_sharding")).as_json()
+            except ValueError as exc:
+                raise DescriptionError(str(exc), field=f("precomputed_sharding")) from None
 
     def open_reader(self, desc: Any, client: HttpClient) -> PrecomputedReader:
         return PrecomputedReader(desc, client)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,13 @@ import numpy as np
 from lazyflow_rbfs.description import SUPPORTED_DTYPES
 from lazyflow_rbfs.errors import DescriptionError, InvalidResponseError
 from lazyflow_rbfs.remote import codecs
+from lazyflow_rbfs.remote.codecs import image, segmentation
+from lazyflow_rbfs.remote.formats.precomputed_shards import (
+    MMH3_HINT,
+    ShardingSpec,
+    murmurhash_available,
+    parse_sharding,
+)
 
 __all__ = [
     "SUPPORTED_ENCODINGS",
@@ -25,10 +33,14 @@ __all__ = [
     "parse_info",
     "select_scale",
     "check_scale_supported",
+    "scale_sharding",
 ]
 
 #: Chunk encodings this reader decodes.
-SUPPORTED_ENCODINGS = ("raw", "jpeg")
+SUPPORTED_ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation")
+
+#: The largest compressed_segmentation block accepted (voxels); real ones are 8^3 or 8x8x4 or so.
+MAX_SEGMENTATION_BLOCK = 64**3
 
 #: Largest info file accepted (real ones are a few kB; many scales make tens of kB).
 MAX_INFO_BYTES = 16 * 1024 * 1024
@@ -69,6 +81,10 @@ class PrecomputedScale:
     encoding: str
     resolution: tuple[float, float, float] | None
     sharded: bool
+    #: The ``sharding`` member as the info file has it (checked by :func:`scale_sharding`), or ``None``.
+    sharding: Mapping[str, Any] | None = None
+    #: ``compressed_segmentation_block_size`` (x, y, z), or ``None``.
+    segmentation_block: tuple[int, int, int] | None = None
 
     @property
     def shape_zyx(self) -> tuple[int, int, int]:
@@ -162,6 +178,17 @@ def parse_info(body: bytes, url: str) -> PrecomputedInfo:
             and all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in resolution)
         ):
             res = (float(resolution[0]), float(resolution[1]), float(resolution[2]))
+        block = item.get("compressed_segmentation_block_size")
+        seg_block = None
+        if encoding == "compressed_segmentation":
+            seg_block = _int_vector(block, url, f"scales[{index}].compressed_segmentation_block_size")
+            if min(seg_block) <= 0 or math.prod(seg_block) > MAX_SEGMENTATION_BLOCK:
+                raise _bad_info(
+                    url,
+                    f"expected scales[{index}].compressed_segmentation_block_size > 0 and at most "
+                    f"{MAX_SEGMENTATION_BLOCK} voxels, found {list(seg_block)}",
+                )
+        sharding = item.get("sharding")
         scales.append(
             PrecomputedScale(
                 index=index,
@@ -171,7 +198,9 @@ def parse_info(body: bytes, url: str) -> PrecomputedInfo:
                 chunk_size=chunk,  # type: ignore[arg-type]
                 encoding=encoding,
                 resolution=res,
-                sharded=item.get("sharding") is not None,
+                sharded=sharding is not None,
+                sharding=sharding,
+                segmentation_block=seg_block,  # type: ignore[arg-type]
             )
         )
     return PrecomputedInfo(
@@ -214,13 +243,35 @@ def select_scale(info: PrecomputedInfo, scale: str | int | None, *, field: str =
     return info.scales[int(scale)]
 
 
-def check_scale_supported(scale: PrecomputedScale, info: PrecomputedInfo, *, field: str = "scale") -> None:
-    """Raise :class:`DescriptionError` if this reader cannot read ``scale`` (sharded, other encodings).
+def scale_sharding(
+    scale: PrecomputedScale, info: PrecomputedInfo, *, field: str = "scale"
+) -> ShardingSpec | None:
+    """The scale's sharding specification (``None``: unsharded).
 
     Raises
     ------
     DescriptionError
-        The scale is sharded, of an encoding not read here, or jpeg without Pillow or of another dtype.
+        The ``sharding`` member is not a ``neuroglancer_uint64_sharded_v1`` specification read here.
+    """
+    if scale.sharding is None:
+        return None
+    try:
+        return parse_sharding(scale.sharding, f"scales[{scale.index}].sharding of {info.url}")
+    except ValueError as exc:
+        raise DescriptionError(
+            f"{field}: scale {scale.key!r} is sharded in a way this reader does not read: {exc}", field=field
+        ) from None
+
+
+def check_scale_supported(scale: PrecomputedScale, info: PrecomputedInfo, *, field: str = "scale") -> None:
+    """Raise :class:`DescriptionError` if this reader cannot read ``scale`` (its sharding, its encoding, or a
+    package the encoding or the sharding hash needs is missing).
+
+    Raises
+    ------
+    DescriptionError
+        The scale's sharding is not read here (or needs ``mmh3``), its encoding is not read here, or its
+        encoding does not fit the dtype and channels, or needs a package that is not installed.
     InvalidResponseError
         The info file declares chunks of more than :data:`MAX_CHUNK_BYTES` for the scale.
     """
@@ -233,10 +284,11 @@ def check_scale_supported(scale: PrecomputedScale, info: PrecomputedInfo, *, fie
             f"{MAX_CHUNK_BYTES} bytes (128 MiB) accepted; every read fetches whole chunks, so this volume "
             f"cannot be cached in small blocks",
         )
-    if scale.sharded:
+    spec = scale_sharding(scale, info, field=field)
+    if spec is not None and spec.hash == "murmurhash3_x86_128" and not murmurhash_available():
         raise DescriptionError(
-            f"{field}: expected an unsharded scale, found scale {scale.key!r} of {info.url} sharded "
-            f"(sharded precomputed volumes are not supported yet)",
+            f"{field}: scale {scale.key!r} of {info.url} is sharded with the murmurhash3_x86_128 hash, which "
+            f"needs the package 'mmh3' ({MMH3_HINT}); expected it installed, found it missing",
             field=field,
         )
     if scale.encoding not in SUPPORTED_ENCODINGS:
@@ -245,6 +297,7 @@ def check_scale_supported(scale: PrecomputedScale, info: PrecomputedInfo, *, fie
             f"{scale.key!r} of {info.url} with encoding {scale.encoding!r}",
             field=field,
         )
+    where = f"scale {scale.key!r} of {info.url}"
     if scale.encoding == "jpeg":
         if info.dtype != np.uint8 or info.num_channels not in (1, 3):
             raise DescriptionError(
@@ -252,10 +305,37 @@ def check_scale_supported(scale: PrecomputedScale, info: PrecomputedInfo, *, fie
                 f"{info.num_channels} channels in {info.url}",
                 field=field,
             )
-        if not codecs.jpeg_available():
+        _need(codecs.jpeg_available(), field, where, "jpeg", "Pillow", "pillow")
+    elif scale.encoding == "png":
+        if (info.num_channels, info.dtype.name) not in image.PNG_MODES:
             raise DescriptionError(
-                f"{field}: scale {scale.key!r} of {info.url} is jpeg-encoded, which needs Pillow "
-                f"(pip install 'lazyflow-rbfs[precomputed]' or pip install pillow); expected it installed, "
-                f"found it missing",
+                f"{field}: expected png scales of uint8 with 1 to 4 channels or of uint16 with 1 channel, "
+                f"found {info.dtype.name} with {info.num_channels} channels in {info.url}",
                 field=field,
             )
+        _need(image.png_available(), field, where, "png", "Pillow", "pillow")
+    elif scale.encoding == "compressed_segmentation":
+        if info.dtype not in (np.uint32, np.uint64):
+            raise DescriptionError(
+                f"{field}: expected compressed_segmentation scales of uint32 or uint64, found "
+                f"{info.dtype.name} in {info.url}",
+                field=field,
+            )
+        _need(
+            segmentation.available(),
+            field,
+            where,
+            "compressed_segmentation",
+            "the package 'compressed-segmentation'",
+            "compressed-segmentation",
+        )
+
+
+def _need(ok: bool, field: str, where: str, encoding: str, what: str, package: str) -> None:
+    if not ok:
+        raise DescriptionError(
+            f"{field}: {where} is {encoding}-encoded, which needs {what} (pip install "
+            f"'lazyflow-rbfs[precomputed]' or pip install {package}); expected it installed, found it "
+            f"missing",
+            field=field,
+        )
