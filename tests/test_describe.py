@@ -95,8 +95,12 @@ def test_describe_precomputed_errors(server, tmp_path):
         describe_source(server.precomputed_url, tmp_path / "x.json", block_shape="8,16")
     assert info.value.field == "block_shape"
     with pytest.raises(DownloadError) as info:
-        describe_source(server.url + "/nothing-here", tmp_path / "x.json", retries=0)
+        describe_source("precomputed://" + server.url + "/nothing-here", tmp_path / "x.json", retries=0)
     assert info.value.status == 404
+    # A plain location is looked at for each format's metadata (issue 11): none there is a clear error.
+    with pytest.raises(DescriptionError, match="found no volume at .*'info'") as info:
+        describe_source(server.url + "/nothing-here", tmp_path / "x.json", retries=0)
+    assert info.value.field == "source"
     with pytest.raises(DescriptionError) as info:
         describe_source("ftp://example.org/vol", tmp_path / "x.json")
     assert info.value.field == "source"
@@ -201,15 +205,20 @@ def test_describe_boss_public_wrong_and_right_token(volume, tmp_path, intern, mo
 
 def test_parse_source():
     assert parse_source("boss://a/b/c") == ("boss", ("a", "b", "c"))
+    # A plain location is read by several formats since issue 11: without looking (rbfs describe looks,
+    # formats.detect), the first registered one that accepts it (zarr); an 'info' file is precomputed's.
     assert parse_source("gs://bucket/path/to/vol/") == (
-        "precomputed",
+        "zarr",
         "https://storage.googleapis.com/bucket/path/to/vol",
     )
-    assert parse_source("s3://bucket/vol") == ("precomputed", "https://bucket.s3.amazonaws.com/vol")
+    assert parse_source("precomputed://s3://bucket/vol") == (
+        "precomputed",
+        "https://bucket.s3.amazonaws.com/vol",
+    )
     assert parse_source("https://h/v/info") == ("precomputed", "https://h/v")
     # Local copies are sources too (issue 11): file:// URLs and paths, made absolute.
-    assert parse_source("file:///tmp/x/") == ("precomputed", "file:///tmp/x")
-    assert parse_source("vol") == ("precomputed", "file://" + os.path.abspath("vol"))
+    assert parse_source("file:///tmp/x/") == ("zarr", "file:///tmp/x")
+    assert parse_source("precomputed://vol") == ("precomputed", "file://" + os.path.abspath("vol"))
     for bad in ("boss://a/b", "boss://a/b/c/d", "file://otherhost/tmp/x", "ftp://h/x"):
         with pytest.raises(DescriptionError):
             parse_source(bad)

@@ -21,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+from lazyflow_rbfs.testing import zarr as _zarr  # noqa: F401 - registers the zarr writers
 from lazyflow_rbfs.testing.boss import BossSettings
 from lazyflow_rbfs.testing.faults import FaultRule, Faults
 from lazyflow_rbfs.testing.precomputed import PrecomputedSettings

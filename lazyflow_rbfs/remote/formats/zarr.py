@@ -428,7 +428,11 @@ class ZarrFormat(RemoteFormat):
         return None if split is None else split[1]
 
     def sniff(self, location: str, client: HttpClient) -> bool:
-        """``zarr.json``, ``.zarray`` or ``.zgroup`` is at ``location``."""
+        """``zarr.json``, ``.zarray`` or ``.zgroup`` is at ``location`` (or ``location`` is one of them)."""
+        for name in _TRAILING:
+            if location.endswith("/" + name):
+                location = location[: -len(name) - 1]
+                break
         return any(
             sniff_file(client, join(location, name), MAX_METADATA_BYTES)
             for name in ("zarr.json", ".zarray", ".zgroup")
