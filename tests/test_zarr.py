@@ -635,3 +635,49 @@ def test_rbfs_serve_serves_an_ome_zarr_image(tmp_path):
             proc.communicate()
     assert proc.returncode == 0
     shutil.rmtree(tmp_path / "d-blocks", ignore_errors=True)
+
+
+def test_a_shard_index_too_large_is_refused_when_the_metadata_is_read(served, tmp_path):
+    _, folder = served
+    arr = zarr.create_array(
+        str(folder / "big.zarr"), shape=(64, 64), chunks=(64, 64), shards=(64, 64), dtype="uint8"
+    )
+    meta = json.loads((folder / "big.zarr" / "zarr.json").read_text())
+    meta["shape"] = [2**20, 2**20]
+    meta["chunk_grid"]["configuration"]["chunk_shape"] = [2**20, 2**20]
+    meta["codecs"][0]["configuration"]["chunk_shape"] = [1, 1]  # 2**40 inner chunks per shard
+    (folder / "big.zarr" / "zarr.json").write_text(json.dumps(meta))
+    del arr
+    with pytest.raises(InvalidResponseError, match="its index of .* bytes is more than"):
+        describe_source(str(folder / "big.zarr"), tmp_path / "b.json")
+
+
+def test_the_shard_index_cache_loads_each_index_once_for_concurrent_readers():
+    import threading
+
+    from lazyflow_rbfs.remote.formats.zarr_shards import ShardIndexCache
+
+    cache = ShardIndexCache(limit=2)
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def slow_load():
+        calls.append(1)
+        started.set()
+        assert release.wait(30)
+        return np.zeros((1, 2), np.uint64)
+
+    results = []
+    first = threading.Thread(target=lambda: results.append(cache.get("u", slow_load)))
+    first.start()
+    assert started.wait(30)
+    second = threading.Thread(target=lambda: results.append(cache.get("u", slow_load)))
+    second.start()
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert len(calls) == 1 and len(results) == 2 and results[0] is results[1]
+    for key in ("a", "b", "c"):  # bounded: the oldest entries are dropped
+        cache.get(key, lambda: None)
+    assert len(cache) == 2
+    assert cache.get("u", lambda: "reloaded") == "reloaded"
