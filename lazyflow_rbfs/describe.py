@@ -145,7 +145,8 @@ def describe_source(
     output
         The description file to write (replaced atomically).
     scale
-        Precomputed: a scale key or index (default the first scale). Boss: the resolution level (default 0).
+        Precomputed: a scale key or index (default the first scale). OME-Zarr: a dataset path or index
+        (default the first). Boss: the resolution level (default 0).
     block_shape
         Local block shape in the description's axis order (``"Z,Y,X"`` or a sequence); default: whole remote
         chunks/cuboids, about :data:`TARGET_BLOCK_BYTES` per block.
@@ -241,7 +242,10 @@ def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE", help=formats.sources_help())
     parser.add_argument("-o", "--output", required=True, metavar="DESCRIPTION.json", help="file to write")
     parser.add_argument(
-        "--scale", metavar="KEY", help="precomputed scale key or index (default: the first); Boss resolution"
+        "--scale",
+        metavar="KEY",
+        help="precomputed scale key or OME-Zarr dataset path, or an index (default: the first); "
+        "Boss resolution",
     )
     parser.add_argument(
         "--block-shape", metavar="Z,Y,X", help="local block shape (default: whole remote chunks, ~4 MiB)"

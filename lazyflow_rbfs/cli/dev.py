@@ -37,7 +37,14 @@ _DEFAULT_AXES = {1: "x", 2: "yx", 3: "zyx", 4: "tzyx", 5: "tzyxc"}
 _API_FORMATS = ("hdf5", "npz", "boss", "precomputed")
 #: Formats ``serve`` writes into a folder and serves as static files (their writers live in the test kit,
 #: :data:`lazyflow_rbfs.testing.static.WRITERS`; this list is only for ``--help``).
-_STATIC_FORMATS: tuple[str, ...] = ("n5", "precomputed-sharded")
+_STATIC_FORMATS: tuple[str, ...] = (
+    "zarr2",
+    "zarr3",
+    "zarr3-sharded",
+    "ome-zarr",
+    "n5",
+    "precomputed-sharded",
+)
 
 
 def add_serve(command: AddCommand) -> None:

@@ -22,6 +22,7 @@ Examples
 from __future__ import annotations
 
 from lazyflow_rbfs.testing import n5 as _n5  # noqa: F401 - registers the static writer "n5"
+from lazyflow_rbfs.testing import zarr as _zarr  # noqa: F401 - registers the zarr writers
 from lazyflow_rbfs.testing.boss import BossSettings
 from lazyflow_rbfs.testing.faults import FaultRule, Faults
 from lazyflow_rbfs.testing.precomputed import PrecomputedSettings

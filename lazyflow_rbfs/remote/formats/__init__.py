@@ -1,7 +1,8 @@
 """Remote formats: one module per format behind one interface (:class:`~.base.RemoteFormat`), one registry.
 
 Built in: :mod:`.cutout` (the seed's HDF5 cutout API and its ``npz``/``npygz`` variant), :mod:`.boss`
-(BossDB) and :mod:`.precomputed` (neuroglancer precomputed). Importing this package registers them.
+(BossDB), :mod:`.zarr` (zarr v2/v3 and OME-Zarr) and :mod:`.precomputed` (neuroglancer precomputed).
+Importing this package registers them.
 
 The registry is the one the remote description schema consults (:mod:`lazyflow_rbfs.description` holds
 it, so that the description layer never imports this one): :func:`register` adds a format's fields to the
@@ -24,7 +25,7 @@ from lazyflow_rbfs.description import (
 )
 from lazyflow_rbfs.errors import DescriptionError
 from lazyflow_rbfs.locations import resolve
-from lazyflow_rbfs.remote.formats import boss, cutout, n5, precomputed
+from lazyflow_rbfs.remote.formats import boss, cutout, n5, precomputed, zarr
 from lazyflow_rbfs.remote.formats.base import (
     IdentityLocation,
     Probe,
@@ -52,6 +53,7 @@ __all__ = [
     "registered",
     "sources_help",
     "unregister",
+    "zarr",
 ]
 
 
@@ -165,6 +167,6 @@ def sources_help() -> str:
     return ", or ".join(str(fmt.source_help) for fmt in ordered)
 
 
-for _fmt in (cutout.HDF5, cutout.NPY, boss.BOSS, n5.N5, precomputed.PRECOMPUTED):
+for _fmt in (cutout.HDF5, cutout.NPY, boss.BOSS, zarr.ZARR, n5.N5, precomputed.PRECOMPUTED):
     register(_fmt)
 del _fmt
