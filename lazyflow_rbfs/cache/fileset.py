@@ -503,6 +503,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             progress=self.progress if progress is None else progress,
             raise_on_failure=raise_on_failure,
             max_failures=max_failures,
+            bytes_received=lambda: self._remoteVolume.stats.bytes_received,
         )
 
     def to_dask(self, **options: Any) -> Any:
