@@ -1,0 +1,339 @@
+"""Issue 14: progress, counts and rough edges of the ``rbfs`` command line.
+
+CLI behaviour is tested through the real ``rbfs`` process (``python -m lazyflow_rbfs`` with this checkout on
+PYTHONPATH) against a real :class:`CutoutServer` on 127.0.0.1; progress bars through a pseudo-terminal
+(the process sees a terminal on stderr, as a user's shell gives it) or through the ``progress`` option.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+import threading
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from lazyflow_rbfs.cache import ProgressBar, RESTfulBlockwiseFileset
+from lazyflow_rbfs.errors import DownloadError
+from lazyflow_rbfs.remote.http import HttpClient
+from lazyflow_rbfs.testing import CutoutServer, sample_volume
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPE = (16, 64, 64)
+BLOCK = (8, 32, 32)  # 8 blocks
+NBLOCKS = 8
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("PYTHONWARNINGS", None)
+    env["COLUMNS"] = "150"
+    return env
+
+
+def rbfs(*argv: object, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real ``rbfs`` process; stdout and stderr are pipes (not a terminal)."""
+    return subprocess.run(
+        [sys.executable, "-m", "lazyflow_rbfs", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=str(REPO),
+        timeout=timeout,  # hang guard
+    )
+
+
+def rbfs_on_a_terminal(*argv: object, timeout: float = 120) -> tuple[int, str, str]:
+    """Run ``rbfs`` with stderr on a pseudo-terminal (150 columns); return (status, stdout, terminal text)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer of the terminal is gone
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lazyflow_rbfs", *map(str, argv)],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            stdin=subprocess.DEVNULL,
+            env=_env(),
+            cwd=str(REPO),
+        )
+        os.close(slave)
+        slave = -1
+        out, _ = proc.communicate(timeout=timeout)
+        reader.join(timeout=timeout)
+    finally:
+        if slave != -1:
+            os.close(slave)
+        os.close(master)
+    return proc.returncode, out.decode(), b"".join(chunks).decode(errors="replace")
+
+
+@pytest.fixture
+def volume() -> np.ndarray:
+    return sample_volume(SHAPE)
+
+
+@pytest.fixture
+def served(tmp_path, volume):
+    with CutoutServer(volume) as server:
+        path = tmp_path / "volume.json"
+        server.write_description(path, block_shape=BLOCK, cache_dir="cache")
+        yield server, str(path)
+
+
+# ---------------------------------------------------------------- progress
+
+
+def test_progress_bar_shows_failures_and_speed():
+    shown = io.StringIO()
+    received = [0]
+    with ProgressBar(10, bytes_received=lambda: received[0], file=shown) as bar:
+        received[0] = 5_000_000
+        bar.set(3, failed=0)
+        assert "failed" not in bar.postfix() and "MB/s" in bar.postfix()
+        bar.set(4, failed=2)
+        assert bar.done == 4 and bar.failed == 2
+        assert "failed=2" in bar.postfix()
+        tick = bar.section(6)  # a second prefetch counted on the same bar
+        tick(6, 1)
+    text = shown.getvalue()
+    assert "10/10" in text and "failed=3" in text and "MB/s" in text
+
+
+def test_a_prefetch_counts_failures_on_a_bar_it_is_given(served):
+    server, path = served
+    server.faults.fail_next(2, status=404)  # 404 is not retried: two blocks fail
+    shown = io.StringIO()
+    with RESTfulBlockwiseFileset(path, max_parallel=1, retries=0) as fs:
+        with ProgressBar(NBLOCKS, bytes_received=lambda: fs.remote.stats.bytes_received, file=shown) as bar:
+            report = fs.downloadAllBlocks(progress=bar, raise_on_failure=False, max_failures=0)
+        assert len(report.failed) == 2
+        assert bar.done == NBLOCKS and bar.failed == 2
+    assert "failed=2" in shown.getvalue()
+
+
+def test_read_shows_a_bar_on_a_terminal_and_not_with_no_progress(served, tmp_path, volume):
+    _, path = served
+    code, out, term = rbfs_on_a_terminal("read", path, "--roi", ":,:,:", "-o", tmp_path / "a.npy")
+    assert code == 0, term
+    assert f"{NBLOCKS}/{NBLOCKS}" in term and "MB/s" in term
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), volume)
+    code, out, term = rbfs_on_a_terminal(
+        "read", path, "--roi", ":,:,:", "-o", tmp_path / "b.npy", "--no-progress"
+    )
+    assert code == 0, term
+    assert "/8" not in term and "MB/s" not in term
+
+
+def test_export_shows_a_bar_when_asked(served, tmp_path):
+    _, path = served
+    proc = rbfs("export", path, "--roi", "0:8,:,:", "-o", tmp_path / "e.h5", "--progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "4/4" in proc.stderr  # tqdm's bar, on stderr
+    proc = rbfs("export", path, "--roi", "8:16,:,:", "-o", tmp_path / "f.h5")
+    assert proc.returncode == 0, proc.stderr
+    assert "4/4" not in proc.stderr  # not a terminal, not asked
+
+
+def test_prefetch_bar_on_a_terminal_shows_failures(served):
+    server, path = served
+    server.faults.fail_matching("/hdf5/", status=503)
+    code, out, term = rbfs_on_a_terminal("prefetch", path, "--retries", "0", "--max-failures", "0")
+    assert code == 1
+    assert f"failed={NBLOCKS}" in term
+    assert "MB/s" in term
+
+
+# ---------------------------------------------------------------- counts
+
+
+def test_http_stats_count_attempts_and_retry_causes(served):
+    server, path = served
+    server.faults.fail_next(2, status=503)
+    server.faults.fail_next(1, status=429)
+    with RESTfulBlockwiseFileset(path, max_parallel=1, retries=3) as fs:
+        fs.downloadAllBlocks(progress=False)
+        stats = fs.remote.stats
+    assert stats.requests == NBLOCKS
+    assert stats.attempts == NBLOCKS + 3 == server.requests
+    assert stats.retry_causes == {"HTTP 503": 2, "HTTP 429": 1}
+    assert stats.retried == 3
+
+
+def test_http_stats_count_retries_of_requests_that_failed_in_the_end(served):
+    server, _ = served
+    server.faults.fail_matching("/hdf5/", status=502)
+    with HttpClient(retries=2, backoff=0) as client:
+        with pytest.raises(DownloadError, match="502"):
+            client.get(server.url + "/hdf5/whatever")
+        stats = client.stats
+    assert (stats.requests, stats.attempts, stats.errors) == (1, 3, 1)
+    assert stats.retry_causes == {"HTTP 502": 2}
+    assert stats.retries == 0  # (kept as before: retries of GETs that succeeded)
+
+
+def test_http_stats_count_timeouts_and_connection_failures():
+    import socket
+
+    with socket.socket() as listener:  # accepts connections, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/x"
+        with HttpClient(retries=1, backoff=0, timeout=(5, 0.3)) as client:
+            with pytest.raises(TimeoutError):
+                client.get(url)
+            assert client.stats.retry_causes == {"timeout": 1}
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/x"
+    with HttpClient(retries=1, backoff=0) as client:
+        with pytest.raises(OSError):
+            client.get(url)
+        assert client.stats.retry_causes == {"connection": 1}
+
+
+def test_prefetch_summary_reports_attempts_retries_and_causes(served):
+    server, path = served
+    server.faults.fail_next(3, status=503)
+    proc = rbfs("prefetch", path, "-j", "1", "--retries", "3", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{NBLOCKS} GETs, {NBLOCKS + 3} attempts (3 retries: 3 after HTTP 503)" in proc.stdout
+
+
+def test_prefetch_failure_text_is_printed_once(served):
+    server, path = served
+    server.faults.fail_matching("/hdf5/", status=503)
+    proc = rbfs("prefetch", path, "--retries", "0", "--no-progress")
+    assert proc.returncode == 1
+    both = proc.stdout + proc.stderr
+    assert both.count("failed with HTTP status 503") == 1, both
+    assert "8 failed (8 DownloadError)" in proc.stdout
+    assert "8 GETs, 8 attempts (0 retries), 8 failed" in proc.stdout
+
+
+def test_batch_size_without_scheduler_is_a_usage_error(served):
+    server, path = served
+    proc = rbfs("prefetch", path, "--batch-size", "4", "--no-progress")
+    assert proc.returncode == 2
+    assert "--batch-size needs --scheduler" in proc.stderr
+    assert server.requests == 0
+
+
+# ---------------------------------------------------------------- read into HDF5
+
+
+def test_read_refuses_to_drop_other_datasets_and_adds_with_add(served, tmp_path, volume):
+    _, path = served
+    out = tmp_path / "out.h5"
+    assert rbfs("read", path, "--roi", "0:8,:,:", "-o", out).returncode == 0
+    proc = rbfs("read", path, "--roi", "8:16,:,:", "-o", out, "--dataset", "second")
+    assert proc.returncode == 2
+    assert "--add" in proc.stderr and "data" in proc.stderr
+    with h5py.File(out, "r") as f:
+        assert list(f) == ["data"]  # untouched
+    proc = rbfs("read", path, "--roi", "8:16,:,:", "-o", out, "--dataset", "second", "--add")
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["data"][...], volume[0:8])
+        np.testing.assert_array_equal(f["second"][...], volume[8:16])
+    # the same dataset again replaces it (no other datasets: no --add needed for a single-dataset file)
+    single = tmp_path / "single.h5"
+    assert rbfs("read", path, "--roi", "0:1,:,:", "-o", single).returncode == 0
+    assert rbfs("read", path, "--roi", "1:3,:,:", "-o", single).returncode == 0
+    with h5py.File(single, "r") as f:
+        np.testing.assert_array_equal(f["data"][...], volume[1:3])
+
+
+def test_read_add_keeps_the_file_when_the_download_fails(served, tmp_path, volume):
+    server, path = served
+    out = tmp_path / "out.h5"
+    with h5py.File(out, "w") as f:
+        f["keep"] = np.arange(10)
+    before = out.read_bytes()
+    server.faults.fail_matching("/hdf5/", status=503)
+    proc = rbfs("read", path, "--roi", ":,:,:", "-o", out, "--add", "--retries", "0", "--no-progress")
+    assert proc.returncode == 1
+    assert "was not written" in proc.stderr
+    assert out.read_bytes() == before  # nothing lost, nothing half-written
+    assert {p.name for p in tmp_path.iterdir()} <= {"volume.json", "out.h5", "cache"}  # no temp file left
+
+
+def test_read_add_needs_an_existing_hdf5_file(served, tmp_path):
+    _, path = served
+    proc = rbfs("read", path, "--roi", "0:1,:,:", "-o", tmp_path / "new.h5", "--add")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    proc = rbfs("read", path, "--roi", "0:1,:,:", "-o", tmp_path / "x.npy", "--compression", "gzip")
+    assert proc.returncode == 2 and "HDF5 outputs only" in proc.stderr
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf"])
+def test_read_compression_writes_chunked_compressed_output(served, tmp_path, volume, compression):
+    _, path = served
+    out = tmp_path / "c.h5"
+    proc = rbfs("read", path, "--roi", ":,:,:", "-o", out, "--compression", compression)
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out, "r") as f:
+        d = f["data"]
+        assert d.compression == compression
+        assert d.chunks == (16, 64, 64)  # the output's own chunks (<= 64 per axis), not the cache blocks
+        np.testing.assert_array_equal(d[...], volume)
+        assert d.attrs["axes"] == "zyx"
+
+
+def test_output_chunks_are_sensible():
+    from lazyflow_rbfs.cli.commands.read import output_chunks
+
+    assert output_chunks((1000, 2048, 2048)) == (64, 64, 64)
+    assert output_chunks((5, 3, 100, 200, 300)) == (1, 1, 64, 64, 64)
+    assert output_chunks((10,)) == (10,)
+
+
+# ---------------------------------------------------------------- export
+
+
+def test_export_single_hdf5_takes_a_file_path(served, tmp_path, volume):
+    _, path = served
+    out = tmp_path / "exported.h5"
+    proc = rbfs("export", path, "--roi", "2:10,5:40,0:64", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert str(out) in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "exported.h5", "volume.json"]
+    with h5py.File(out, "r") as f:
+        (name,) = list(f)
+        np.testing.assert_array_equal(f[name][...], volume[2:10, 5:40, 0:64])
+    # a directory still works (upstream naming), with a note saying how to choose the name
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    proc = rbfs("export", path, "--roi", "0:8,:,:", "-o", directory)
+    assert proc.returncode == 0, proc.stderr
+    assert "note:" in proc.stderr and "file path" in proc.stderr
+    assert len(list(directory.iterdir())) == 1
+
+
+def test_export_to_a_file_in_a_missing_directory_is_a_usage_error(served, tmp_path):
+    _, path = served
+    proc = rbfs("export", path, "--roi", "0:8,:,:", "-o", tmp_path / "nope" / "e.h5")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
