@@ -337,3 +337,34 @@ def test_export_to_a_file_in_a_missing_directory_is_a_usage_error(served, tmp_pa
     _, path = served
     proc = rbfs("export", path, "--roi", "0:8,:,:", "-o", tmp_path / "nope" / "e.h5")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+# ---------------------------------------------------------------- numpy semantics of vol[...]
+
+
+def test_getitem_clips_and_selects_empty_arrays_like_numpy(served, volume):
+    from lazyflow_rbfs.errors import OutOfBoundsError
+
+    server, path = served
+    with RESTfulBlockwiseFileset(path) as vol:
+        np.testing.assert_array_equal(vol[0:100], volume[0:100])  # clipped: 16 planes
+        np.testing.assert_array_equal(vol[10:100, 60:, -3:], volume[10:100, 60:, -3:])
+        assert server.requests > 0
+        before = server.requests
+        for key in [np.s_[0:0], np.s_[5:3], np.s_[100:200], np.s_[2, 0:0, :], np.s_[..., 64:70]]:
+            got = vol[key]
+            assert got.shape == volume[key].shape, key
+            assert got.dtype == volume.dtype
+        assert server.requests == before  # nothing to read for an empty selection
+        with pytest.raises(TypeError, match="step -1"):
+            vol[::-1]
+        with pytest.raises(TypeError):
+            vol[[0, 1]]
+        with pytest.raises(TypeError):
+            vol[np.array([True, False])]
+        with pytest.raises(OutOfBoundsError):
+            vol[16]
+        with pytest.raises(OutOfBoundsError):  # readData stays strict
+            vol.readData(((0, 0, 0), (100, 64, 64)))
+        with pytest.raises(OutOfBoundsError):
+            vol.readData(((0, 0, 0), (0, 64, 64)))
