@@ -368,3 +368,58 @@ def test_getitem_clips_and_selects_empty_arrays_like_numpy(served, volume):
             vol.readData(((0, 0, 0), (100, 64, 64)))
         with pytest.raises(OutOfBoundsError):
             vol.readData(((0, 0, 0), (0, 64, 64)))
+
+
+# ---------------------------------------------------------------- misspelled description keys
+
+
+def _with_key(path: str, where: str | None, key: str, value: object) -> dict:
+    import json
+
+    with open(path) as f:
+        doc = json.load(f)
+    (doc if where is None else doc[where])[key] = value
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return doc
+
+
+def test_a_misspelled_key_warns_with_the_field_it_probably_meant(served, caplog):
+    from lazyflow_rbfs.cache import RESTfulBlockwiseFileset as R
+    from lazyflow_rbfs.description import schema
+
+    _, path = served
+    _with_key(path, "remote_description", "origin_offest", [1, 2, 3])
+    _with_key(path, "local_description", "## view_origin", "a comment near a field name: silent")
+    _with_key(path, "local_description", "something_else_entirely", 1)
+    schema._warned_misspellings.clear()
+    with caplog.at_level("WARNING", logger="lazyflow_rbfs.description"):
+        desc = R.readDescription(path)
+    assert list(desc.remote_description.origin_offset) == [0, 0, 0]  # still ignored (upstream rules)
+    messages = [r.getMessage() for r in caplog.records if "did you mean" in r.getMessage()]
+    assert len(messages) == 1, messages
+    assert "remote_description.origin_offest" in messages[0]
+    assert "remote_description.origin_offset" in messages[0]
+
+
+def test_probable_field():
+    from lazyflow_rbfs.description.schema import edit_distance, probable_field
+
+    fields = ["origin_offset", "bounds", "url_format", "dtype", "axes", "block_shape", "view_origin"]
+    assert edit_distance("origin_offest", "origin_offset") == 1  # a swap counts once
+    assert probable_field("origin_offest", fields) == "origin_offset"
+    assert probable_field("bound", fields) == "bounds"
+    assert probable_field("block_shap", fields) == "block_shape"
+    assert probable_field("axis", fields) == "axes"
+    assert probable_field("## bounds", fields) is None
+    assert probable_field("description", fields) is None
+    assert probable_field("dtyp", fields) == "dtype"
+    assert probable_field("xyz", fields) is None  # too short to tell
+
+
+def test_rbfs_info_shows_the_misspelling_warning(served):
+    _, path = served
+    _with_key(path, "local_description", "view_orign", [0, 0, 0])
+    proc = rbfs("info", path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("did you mean 'local_description.view_origin'") == 1, proc.stderr
