@@ -423,3 +423,24 @@ def test_rbfs_info_shows_the_misspelling_warning(served):
     proc = rbfs("info", path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("did you mean 'local_description.view_origin'") == 1, proc.stderr
+
+
+# ---------------------------------------------------------------- describe errors
+
+
+def test_describe_404_names_the_url_and_what_was_expected(tmp_path, volume):
+    with CutoutServer(volume) as server:
+        proc = rbfs("describe", server.url + "/nothing", "-o", tmp_path / "d.json", "--retries", "0")
+        boss = rbfs(
+            "describe", "boss://a/b/c", "--boss-url", server.url, "-o", tmp_path / "b.json", "--retries", "0"
+        )
+    assert proc.returncode == 1
+    (line,) = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert f"GET {server.url}/nothing/info not found (HTTP 404)" in line
+    assert "'info' file" in line and "folder that holds 'info'" in line
+    assert "url_format" not in line  # there is no description yet
+    assert "<" not in line  # no HTML page pasted in
+    assert boss.returncode == 1
+    assert "not found (HTTP 404)" in boss.stderr and "Boss API" in boss.stderr
+    assert "url_format" not in boss.stderr and "<" not in boss.stderr
+    assert not (tmp_path / "d.json").exists() and not (tmp_path / "b.json").exists()

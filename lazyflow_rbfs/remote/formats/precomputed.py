@@ -308,6 +308,10 @@ class PrecomputedFormat(RemoteFormat):
     fields = {"precomputed_url": str, "scale": (str, int), "fill_missing": bool}
     url_source = "precomputed_url, scale and the volume's info file"
     source_help = "an http(s) URL of a precomputed volume (the folder holding 'info'), gs:// or s3:// of one"
+    metadata_help = (
+        "the volume's 'info' file (neuroglancer precomputed JSON); the source must be the folder that "
+        "holds 'info'"
+    )
     source_schemes = ("precomputed",)
     location_schemes = LOCATION_SCHEMES
     probe_options = (
