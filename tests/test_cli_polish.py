@@ -444,3 +444,22 @@ def test_describe_404_names_the_url_and_what_was_expected(tmp_path, volume):
     assert "not found (HTTP 404)" in boss.stderr and "Boss API" in boss.stderr
     assert "url_format" not in boss.stderr and "<" not in boss.stderr
     assert not (tmp_path / "d.json").exists() and not (tmp_path / "b.json").exists()
+
+
+# ---------------------------------------------------------------- small ones
+
+
+def test_purge_locks_counts_leftover_rbfs_lock_files(served, tmp_path):
+    _, path = served
+    assert rbfs("prefetch", path, "--no-progress").returncode == 0
+    leftovers = []
+    for directory in sorted({p.parent for p in (tmp_path / "cache").rglob("STATUS.txt")})[:6]:
+        lock = directory / ".rbfs.lock"  # what a killed process leaves (its OS lock died with it)
+        lock.write_bytes(b"")
+        leftovers.append(lock)
+    proc = rbfs("purge-locks", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "removed 6 " in proc.stdout
+    assert not any(p.exists() for p in leftovers)
+    proc = rbfs("purge-locks", path)
+    assert "removed 0 " in proc.stdout
