@@ -11,6 +11,9 @@ import fcntl
 import io
 import os
 import pty
+import select
+import shlex
+import signal
 import struct
 import subprocess
 import sys
@@ -463,3 +466,126 @@ def test_purge_locks_counts_leftover_rbfs_lock_files(served, tmp_path):
     assert not any(p.exists() for p in leftovers)
     proc = rbfs("purge-locks", path)
     assert "removed 0 " in proc.stdout
+
+
+def _serve_until_ready(*argv: object, terminal: bool = False):
+    """Start ``rbfs serve`` (stderr on a pseudo-terminal if asked); return (proc, stdout lines, master fd)."""
+    master = slave = -1
+    if terminal:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lazyflow_rbfs", "serve", *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=slave if terminal else subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=_env(),
+        cwd=str(REPO),
+    )
+    if terminal:
+        os.close(slave)
+    lines = []
+    for line in proc.stdout:  # the server prints "press Ctrl-C to stop" once it serves
+        lines.append(line)
+        if "Ctrl-C" in line:
+            break
+    return proc, lines, master
+
+
+def _stop(proc) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+
+
+def test_serve_boss_prints_the_source_and_boss_url_for_describe(tmp_path):
+    proc, lines, _ = _serve_until_ready("--shape", "8,64,64", "--format", "boss")
+    try:
+        text = "".join(lines)
+        (url,) = [line.split(" at ", 1)[1].strip() for line in lines if line.startswith("serving ")]
+        assert f"boss: boss://sample/em/image --boss-url {url}" in text
+        (hint,) = [line for line in lines if line.startswith("try: ")]
+        command = shlex.split(hint[len("try: ") :].replace("-o boss.json", f"-o {tmp_path / 'boss.json'}"))
+        described = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=120)
+        assert described.returncode == 0, described.stderr
+        assert (tmp_path / "boss.json").exists()
+    finally:
+        _stop(proc)
+
+
+def test_serve_shows_progress_while_it_builds_the_sample_volume():
+    proc, lines, master = _serve_until_ready("--shape", "64,256,256", terminal=True)
+    try:
+        assert lines[0].startswith("building the sample volume 64 x 256 x 256 uint8")
+        assert any(line.startswith("serving ") for line in lines)
+        shown = b""
+        while b"64/64" not in shown:  # the bar has been drawn completely before the server printed
+            assert select.select([master], [], [], 60)[0], shown  # hang guard
+            chunk = os.read(master, 65536)
+            assert chunk, shown
+            shown += chunk
+        assert b"building" in shown and b"plane" in shown
+    finally:
+        _stop(proc)
+        os.close(master)
+
+
+def test_sample_volume_reports_progress_by_plane():
+    calls = []
+    from lazyflow_rbfs.testing import volumes
+
+    volume = volumes.sample_volume((300, 128, 128), progress=lambda done, total: calls.append((done, total)))
+    assert len(calls) > 1 and calls[-1] == (300, 300)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    np.testing.assert_array_equal(volume, sample_volume((300, 128, 128)))
+
+
+def test_demo_closing_lines_run_as_printed(tmp_path):
+    proc = rbfs("demo", "--dir", tmp_path / "demo", "--shape", "8,64,64", "--block-shape", "4,32,32")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    i = lines.index("the server has stopped, but every block is cached: these work offline now")
+    status_line = lines[i + 2].strip()
+    command = shlex.split(status_line)
+    assert command[:3] == [sys.executable, "-m", "lazyflow_rbfs"]  # not a bare 'rbfs' off an inactive venv
+    env = _env()
+    env["PATH"] = "/usr/bin:/bin"  # as in a shell where the venv is not activated
+    ran = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert "available" in ran.stdout
+
+
+def test_rbfs_command_names_the_script_that_runs(tmp_path):
+    script = tmp_path / "bin" / "rbfs"
+    script.parent.mkdir()
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom lazyflow_rbfs.cli.dev import rbfs_command\n"
+        "print(rbfs_command())\n"
+    )
+    script.chmod(0o755)
+    env = _env()
+    env["PATH"] = "/usr/bin:/bin"
+    out = subprocess.run([str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip() == str(script), out.stderr
+    env["PATH"] = f"{script.parent}:/usr/bin:/bin"
+    out = subprocess.run(["rbfs"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip() == "rbfs", out.stderr
+
+
+def test_to_dask_without_the_extra_says_what_to_install(served):
+    _, path = served
+    code = (
+        "import sys\n"
+        "sys.modules['dask'] = None  # as if the distributed extra were not installed\n"
+        "from lazyflow_rbfs.cache import RESTfulBlockwiseFileset\n"
+        f"fs = RESTfulBlockwiseFileset({path!r})\n"
+        "try:\n"
+        "    fs.to_dask()\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install 'lazyflow_rbfs[distributed]'" in proc.stdout

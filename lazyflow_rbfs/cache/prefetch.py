@@ -69,7 +69,16 @@ def scheduler_backend() -> ModuleType:
     The cache names the backend instead of importing it, so ``cache`` never depends on ``distributed``
     (which depends on this module); only a call with a ``scheduler`` (or ``to_dask``) loads it.
     """
-    return importlib.import_module(SCHEDULER_BACKEND)
+    try:
+        return importlib.import_module(SCHEDULER_BACKEND)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in ("dask", "distributed"):
+            raise
+        raise ModuleNotFoundError(
+            f"this needs dask.distributed, which is not installed ({exc}): pip install "
+            "'lazyflow_rbfs[distributed]'",
+            name=exc.name,
+        ) from exc
 
 
 class PrefetchInterrupted(KeyboardInterrupt):
