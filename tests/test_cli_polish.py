@@ -589,3 +589,40 @@ def test_to_dask_without_the_extra_says_what_to_install(served):
     )
     assert proc.returncode == 0, proc.stderr
     assert "pip install 'lazyflow_rbfs[distributed]'" in proc.stdout
+
+
+# ---------------------------------------------------------------- help
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from lazyflow_rbfs.cli.commands import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [
+        (name, action.option_strings or action.dest)
+        for name, command in sub.choices.items()
+        if name != "ilastik"  # passes its arguments to ilastik (issue 15 owns its help)
+        for action in command._actions
+        if not action.help
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    "command,flags",
+    [
+        ("read", ["--add", "--compression", "--progress", "--no-progress", "gzip,lzf"]),
+        ("export", ["--progress", "--no-progress", "OUT", "output file"]),
+        ("prefetch", ["--progress", "with --scheduler: blocks per cluster task"]),
+        ("serve", ["--progress", "sample volume is built"]),
+    ],
+)
+def test_command_help_shows_the_new_flags(command, flags):
+    proc = rbfs(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    for flag in flags:
+        assert flag in text, (command, flag)
