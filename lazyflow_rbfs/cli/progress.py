@@ -19,16 +19,19 @@ __all__ = ["open_bar", "transfer_line"]
 
 
 @contextlib.contextmanager
-def open_bar(args: argparse.Namespace, fs: Any, total: int, desc: str | None = None) -> Iterator[Any]:
+def open_bar(
+    args: argparse.Namespace, fs: Any, total: int, desc: str | None = None, *, speed: bool = True
+) -> Iterator[Any]:
     """A :class:`~lazyflow_rbfs.cache.ProgressBar` of ``total`` blocks for a composite ``fs`` when the
-    command should show one, else ``False`` (pass either as a prefetch's ``progress``); closed on exit."""
+    command should show one, else ``False`` (pass either as a prefetch's ``progress``); closed on exit.
+    ``speed=False`` leaves MB/s out (on a cluster the workers receive the bytes, not this process)."""
     if not want_progress(args):
         yield False
         return
     from lazyflow_rbfs.cache import ProgressBar
 
     remote = getattr(fs, "remote", None)
-    bytes_received = (lambda: remote.stats.bytes_received) if remote is not None else None
+    bytes_received = (lambda: remote.stats.bytes_received) if remote is not None and speed else None
     with ProgressBar(total, bytes_received=bytes_received, desc=desc) as bar:
         yield bar
 

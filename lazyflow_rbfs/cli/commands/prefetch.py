@@ -78,7 +78,7 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
             options["wait_for_workers"] = args.wait_for_workers
         total = geometry.count_blocks(start, stop, fs.description.block_shape)
         try:
-            with open_bar(args, fs, total) as bar:
+            with open_bar(args, fs, total, speed=not args.scheduler) as bar:
                 report = fs.downloadAllBlocks(
                     args.max_parallel,
                     roi=(start, stop),
