@@ -626,3 +626,19 @@ def test_command_help_shows_the_new_flags(command, flags):
     text = " ".join(proc.stdout.split())
     for flag in flags:
         assert flag in text, (command, flag)
+
+
+def test_serve_precomputed_uses_realistic_chunks(tmp_path):
+    proc, lines, _ = _serve_until_ready("--shape", "64,256,256", "--format", "precomputed")
+    try:
+        (hint,) = [line for line in lines if line.startswith("try: ")]
+        described = tmp_path / "pc.json"
+        command = shlex.split(hint[len("try: ") :].replace("-o precomputed.json", f"-o {described}"))
+        ran = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=120)
+        assert ran.returncode == 0, ran.stderr
+        fetched = rbfs("prefetch", described, "--no-progress")
+        assert fetched.returncode == 0, fetched.stderr
+    finally:
+        _stop(proc)
+    # 64 x 256 x 256 in 64³ chunks: the info file and 16 chunks (16 x 16 x 8 chunks took 1 + 2,048)
+    assert "17 GETs, 17 attempts" in fetched.stdout, fetched.stdout
