@@ -636,6 +636,11 @@ def test_serve_precomputed_uses_realistic_chunks(tmp_path):
         command = shlex.split(hint[len("try: ") :].replace("-o precomputed.json", f"-o {described}"))
         ran = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=120)
         assert ran.returncode == 0, ran.stderr
+        (following,) = [line for line in ran.stdout.splitlines() if line.startswith("next: ")]
+        info = subprocess.run(
+            shlex.split(following[len("next: ") :]), capture_output=True, text=True, env=_env(), timeout=120
+        )
+        assert info.returncode == 0, info.stderr  # the 'next:' line runs as printed
         fetched = rbfs("prefetch", described, "--no-progress")
         assert fetched.returncode == 0, fetched.stderr
     finally:
