@@ -29,8 +29,9 @@ import numpy as np
 
 from lazyflow_rbfs import description as _description
 from lazyflow_rbfs import identity as _identity
-from lazyflow_rbfs.errors import DescriptionError
+from lazyflow_rbfs.errors import DescriptionError, DownloadError, InvalidResponseError, RemoteTimeoutError
 from lazyflow_rbfs.remote import formats
+from lazyflow_rbfs.remote.redaction import redact
 
 __all__ = [
     "describe_source",
@@ -194,7 +195,13 @@ def describe_source(
     )
     fmt = formats.detect(source, request)
     request = dataclasses.replace(request, options=_format_options(fmt, source, format_options))
-    probe = fmt.probe(source, request)
+    try:
+        probe = fmt.probe(source, request)
+    except DownloadError as exc:
+        error = _probe_error(fmt, source, exc)
+        if error is exc:
+            raise
+        raise error from exc
     remote = dict(probe.remote)
     if name:
         remote["name"] = name
@@ -234,6 +241,40 @@ def describe_source(
 
 # ---------------------------------------------------------------------------------------------------------
 # Command line
+
+
+def _probe_error(fmt: formats.RemoteFormat, source: str, exc: DownloadError) -> DownloadError:
+    """The error of a metadata request that failed: the URL tried, what was expected there, and (for an
+    HTTP status) no server page pasted in and no advice about a description that does not exist yet."""
+    if (
+        isinstance(exc, (RemoteTimeoutError, InvalidResponseError))
+        or exc.status is None
+        or exc.status < 400
+        or exc.url is None
+    ):
+        # A timeout, a connection failure, a body cut off, a server without Range support (a 200 to a
+        # Range request): its own message says what to do.
+        return exc
+    expected = fmt.metadata_help or f"the metadata of a {fmt.name} source"
+    what = {
+        404: "not found",
+        401: "not authorised",
+        403: "forbidden",
+    }.get(exc.status, "failed")
+    if exc.status in (401, 403):
+        hint = "check the credentials for this host"
+    elif exc.status == 429 or exc.status >= 500:
+        hint = "the server is failing or overloaded: try again later or with more --retries"
+    else:
+        hint = "check the source"
+    return type(exc)(
+        redact(
+            f"describe {source}: GET {exc.url} {what} (HTTP {exc.status}). Expected there: {expected}. "
+            f"{hint[0].upper()}{hint[1:]}"
+        ),
+        url=exc.url,
+        status=exc.status,
+    )
 
 
 def add_describe_arguments(parser: argparse.ArgumentParser) -> None:

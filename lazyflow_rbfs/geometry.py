@@ -231,13 +231,19 @@ def expand_index(key: Any, ndim: int) -> tuple[Any, ...]:
     return items + (slice(None),) * (ndim - len(items))
 
 
+def _negative(step: Any) -> bool:
+    return isinstance(step, (int, np.integer)) and step < 0
+
+
 def index_to_roi(
-    key: Any, shape: Sequence[int] | np.ndarray
+    key: Any, shape: Sequence[int] | np.ndarray, *, allow_empty: bool = False
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """Translate a numpy-style index into a roi.
 
     Accepts ints (negative ones count from the end; the axis is dropped), slices with step 1 (clamped
-    like numpy) and one ``...``. Missing trailing axes are taken whole.
+    like numpy) and one ``...``. Missing trailing axes are taken whole. With ``allow_empty`` a slice that
+    selects nothing (``0:0``, ``5:3``, past the end) gives ``start == stop`` on its axis, as numpy and
+    h5py select an empty array; without it, it is an error.
 
     Returns
     -------
@@ -266,12 +272,19 @@ def index_to_roi(
             squeezed.append(axis)
         elif isinstance(item, slice):
             if item.step not in (None, 1):
-                raise TypeError(f"only step-1 slices are supported, got step {item.step!r} on axis {axis}")
+                hint = (
+                    " (read forward and reverse with numpy: vol[a:b][::-1])" if _negative(item.step) else ""
+                )
+                raise TypeError(
+                    f"only step-1 slices are supported, got step {item.step!r} on axis {axis}{hint}"
+                )
             for bound in (item.start, item.stop):
                 if bound is not None and not isinstance(bound, (int, np.integer)) or isinstance(bound, bool):
                     raise TypeError(f"slice bounds must be integers, got {item!r} on axis {axis}")
             a, b, _ = item.indices(n)
-            if b <= a:
+            if b <= a and allow_empty:
+                b = a
+            elif b <= a:
                 raise OutOfBoundsError(f"slice {item!r} selects nothing on axis {axis} of size {n}")
             start.append(a)
             stop.append(b)

@@ -517,7 +517,7 @@ def test_old_hdf5_descriptions_round_trip_without_new_fields(serve, tmp_path):
 def test_server_refuses_pickled_blosc_and_off_grid_chunks(serve):
     import requests
 
-    server = serve(boss=BossSettings())
+    server = serve(boss=BossSettings(), precomputed=PrecomputedSettings(chunk_xyz=(16, 16, 8)))
     url = f"{server.url}/v1/cutout/sample/em/image/0/0:4/0:4/0:2/"
     assert requests.get(url, headers={"Accept": "application/blosc-python"}, timeout=10).status_code == 406
     accept = f"application/{BOSS_ENCODING}"

@@ -14,12 +14,14 @@ from lazyflow_rbfs.cache.prefetch import (
     MAX_ERROR_DETAILS,
     PrefetchInterrupted,
     PrefetchReport,
+    ProgressBar,
 )
 
 __all__ = [
     "RESTfulBlockwiseFileset",
     "PrefetchReport",
     "PrefetchInterrupted",
+    "ProgressBar",
     "DEFAULT_MAX_FAILURES",
     "MAX_ERROR_DETAILS",
     "EXIT_GRACE_SECONDS",

@@ -271,8 +271,19 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         return self._remoteVolume
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        """``vol[0:10, 5:27, 10:33]``: ints, step-1 slices and ``...``; ints drop their axis."""
-        start, stop, squeeze = geometry.index_to_roi(key, self.shape)
+        """``vol[0:10, 5:27, 10:33]``: ints, step-1 slices and ``...``; ints drop their axis.
+
+        numpy and h5py semantics: slices are clipped to the view (``vol[0:100]`` on 64 planes gives 64),
+        and a slice selecting nothing (``vol[0:0]``) gives an empty array of the view's dtype. An int out
+        of range raises :class:`~lazyflow_rbfs.errors.OutOfBoundsError` (an ``IndexError``); steps other
+        than 1 (negative ones too), arrays, lists and ``None`` raise ``TypeError``. (:meth:`readData` is
+        stricter: a roi reaching outside the view or of zero volume raises ``OutOfBoundsError``.)
+        """
+        self._check_open()
+        start, stop, squeeze = geometry.index_to_roi(key, self.shape, allow_empty=True)
+        if (stop <= start).any():
+            shape = [int(b - a) for i, (a, b) in enumerate(zip(start, stop)) if i not in squeeze]
+            return np.empty(shape, dtype=self.dtype)
         data = self.readData((start, stop))
         return data.reshape([n for i, n in enumerate(data.shape) if i not in squeeze]) if squeeze else data
 
@@ -503,6 +514,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             progress=self.progress if progress is None else progress,
             raise_on_failure=raise_on_failure,
             max_failures=max_failures,
+            bytes_received=lambda: self._remoteVolume.stats.bytes_received,
         )
 
     def to_dask(self, **options: Any) -> Any:

@@ -36,6 +36,7 @@ __all__ = [
     "check_max_failures",
     "finish_report",
     "progress_reporter",
+    "ProgressBar",
     "run_prefetch",
     "scheduler_backend",
 ]
@@ -68,7 +69,16 @@ def scheduler_backend() -> ModuleType:
     The cache names the backend instead of importing it, so ``cache`` never depends on ``distributed``
     (which depends on this module); only a call with a ``scheduler`` (or ``to_dask``) loads it.
     """
-    return importlib.import_module(SCHEDULER_BACKEND)
+    try:
+        return importlib.import_module(SCHEDULER_BACKEND)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in ("dask", "distributed"):
+            raise
+        raise ModuleNotFoundError(
+            f"this needs dask.distributed, which is not installed ({exc}): pip install "
+            "'lazyflow_rbfs[distributed]'",
+            name=exc.name,
+        ) from exc
 
 
 class PrefetchInterrupted(KeyboardInterrupt):
@@ -81,7 +91,6 @@ class PrefetchInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, report: PrefetchReport) -> None:
         super().__init__(message)
         self.report = report
-
 
 
 @dataclass
@@ -234,7 +243,6 @@ def check_max_failures(max_failures: Any) -> int:
     return max_failures
 
 
-
 def run_prefetch(
     fetcher: BlockFetcher,
     block_starts: Iterable[Any],
@@ -244,6 +252,7 @@ def run_prefetch(
     progress: bool | Callable[[int, int], Any],
     raise_on_failure: bool,
     max_failures: int,
+    bytes_received: Callable[[], int] | None = None,
 ) -> PrefetchReport:
     """Make the given blocks (view block starts, consumed lazily) available through ``fetcher``.
 
@@ -254,7 +263,7 @@ def run_prefetch(
     """
     rule = SystematicFailures(max_failures)
     report = PrefetchReport(total=total)
-    bar, tick = progress_reporter(progress, report.total)
+    bar, tick = progress_reporter(progress, report.total, bytes_received=bytes_received)
     t0 = time.monotonic()
     mutex = threading.Lock()
     window = threading.Semaphore(max_parallel * 4)
@@ -304,7 +313,7 @@ def run_prefetch(
                     pool.refuse()  # from here on no queued download starts (they end as not attempted)
                 else:
                     reason = None
-                done = report.done
+                done, failed = report.done, len(report.failed)
         finally:
             window.release()
         if exc is not None:
@@ -313,7 +322,7 @@ def run_prefetch(
             logger.warning("stopping the prefetch early: %s", reason)
             # Drop the queued downloads now (never waits: running ones finish and are recorded).
             pool.shutdown()
-        tick(done)
+        tick(done, failed)
 
     pool = fetcher.open_prefetch_pool(max_parallel)
     stopped_before_the_end = False
@@ -329,8 +338,8 @@ def run_prefetch(
             if fetcher.available(block_start):
                 with mutex:
                     report.skipped += 1
-                    done = report.done
-                tick(done)
+                    done, failed = report.done, len(report.failed)
+                tick(done, failed)
                 continue
             window.acquire()
             try:
@@ -359,7 +368,6 @@ def run_prefetch(
     return finish_report(report, raise_on_failure, "prefetch")
 
 
-
 def finish_report(report: PrefetchReport, raise_on_failure: bool, what: str) -> PrefetchReport:
     """Log a finished prefetch; raise :class:`PrefetchError` carrying it if blocks failed (and asked to)."""
     logger.info("%s finished: %s", what, report.summary())
@@ -368,23 +376,106 @@ def finish_report(report: PrefetchReport, raise_on_failure: bool, what: str) -> 
     return report
 
 
+class ProgressBar:
+    """A tqdm bar of blocks on a terminal that also shows failed blocks and the download speed.
 
-def progress_reporter(progress: Any, total: int):
-    """Return ``(bar or None, tick(done))`` for ``progress`` (bool or callable)."""
-    if callable(progress):
-        return None, lambda done: progress(done, total)
-    if progress:
+    ``rbfs prefetch``, ``read`` and ``export`` show it; a prefetch given ``progress=True`` makes one for
+    itself. One bar may span several prefetches (``rbfs read`` downloads slab by slab): pass it as
+    ``progress`` and each call adds a :meth:`section` of its own. The postfix reads ``failed=N`` (only
+    once a block failed) and ``MB/s`` (bytes received since the bar started, from ``bytes_received``).
+
+    Parameters
+    ----------
+    total
+        Blocks the bar counts up to.
+    bytes_received
+        ``() -> int``: body bytes received so far (e.g. ``lambda: fileset.remote.stats.bytes_received``);
+        without it no speed is shown.
+    file
+        Where to draw (default stderr).
+    desc
+        A short label in front of the bar.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        bytes_received: Callable[[], int] | None = None,
+        file: Any = None,
+        desc: str | None = None,
+    ) -> None:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="block", dynamic_ncols=True, smoothing=0.05)
-        state = {"shown": 0}
-        mutex = threading.Lock()
+        self._bar = tqdm(
+            total=total, unit="block", dynamic_ncols=True, smoothing=0.05, file=file, desc=desc, leave=True
+        )
+        self._bytes = bytes_received
+        self._bytes0 = bytes_received() if bytes_received is not None else 0
+        self._t0 = time.monotonic()
+        self._mutex = threading.Lock()
+        self._shown = 0
+        self._base_done = 0
+        self._base_failed = 0
+        self.failed = 0
 
-        def tick(done: int) -> None:
-            with mutex:
-                if done > state["shown"]:
-                    bar.update(done - state["shown"])
-                    state["shown"] = done
+    @property
+    def done(self) -> int:
+        """Blocks counted so far (all sections)."""
+        return self._shown
 
-        return bar, tick
-    return None, lambda done: None
+    def postfix(self) -> str:
+        """The text after the bar: failures (if any) and MB/s."""
+        parts = [f"failed={self.failed}"] if self.failed else []
+        if self._bytes is not None:
+            seconds = max(time.monotonic() - self._t0, 1e-9)
+            parts.append(f"{(self._bytes() - self._bytes0) / seconds / 1e6:.1f} MB/s")
+        return ", ".join(parts)
+
+    def set(self, done: int, failed: int = 0) -> None:
+        """Show ``done`` blocks counted (never goes back) of which ``failed`` failed."""
+        with self._mutex:
+            self.failed = max(self.failed, failed)
+            self._bar.set_postfix_str(self.postfix(), refresh=False)
+            if done > self._shown:
+                self._bar.update(done - self._shown)
+                self._shown = done
+            else:
+                self._bar.refresh()
+
+    def section(self, total: int) -> Callable[..., None]:
+        """A ``tick(done, failed=0)`` for one prefetch of ``total`` blocks, counted after the earlier ones."""
+        with self._mutex:
+            self._base_done, self._base_failed = self._shown, self.failed
+            base_done, base_failed = self._base_done, self._base_failed
+        if base_done + total > self._bar.total:
+            self._bar.total = base_done + total
+        return lambda done, failed=0: self.set(base_done + done, base_failed + failed)
+
+    def close(self) -> None:
+        with self._mutex:
+            self._bar.set_postfix_str(self.postfix(), refresh=False)
+            self._bar.close()
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def progress_reporter(progress: Any, total: int, *, bytes_received: Callable[[], int] | None = None):
+    """Return ``(bar to close or None, tick(done, failed=0))`` for ``progress``.
+
+    ``progress`` is a bool (``True``: a :class:`ProgressBar` of this call, showing failures and, with
+    ``bytes_received``, MB/s), a callable ``progress(done, total)``, or a :class:`ProgressBar` the caller
+    owns (this call adds a section to it and leaves it open).
+    """
+    if isinstance(progress, ProgressBar):
+        return None, progress.section(total)
+    if callable(progress):
+        return None, lambda done, failed=0: progress(done, total)
+    if progress:
+        bar = ProgressBar(total, bytes_received=bytes_received)
+        return bar, bar.set
+    return None, lambda done, failed=0: None

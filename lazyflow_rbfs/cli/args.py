@@ -282,15 +282,16 @@ def add_network_options(p: Parser) -> None:
     )
 
 
-def add_progress_options(p: Parser) -> None:
-    """``--progress`` / ``--no-progress`` (see :func:`want_progress`)."""
+def add_progress_options(p: Parser, when: str = "") -> None:
+    """``--progress`` / ``--no-progress`` (see :func:`want_progress`); ``when`` says when the bar shows."""
     group = p.add_mutually_exclusive_group()
     group.add_argument(
         "--progress",
         dest="progress",
         action="store_true",
         default=None,
-        help="show a progress bar on stderr (default: only when stderr is a terminal)",
+        help=f"show a progress bar on stderr{' ' + when if when else ''} (default: only when stderr is a "
+        "terminal)",
     )
     group.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 

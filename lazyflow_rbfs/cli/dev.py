@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -31,7 +34,7 @@ from lazyflow_rbfs.cli.exits import EXIT_OK, Failure, UsageError
 from lazyflow_rbfs.cli.opening import read_description
 from lazyflow_rbfs.cli.text import fmt_bytes, fmt_shape
 
-__all__ = ["add_serve", "add_demo"]
+__all__ = ["add_serve", "add_demo", "rbfs_command"]
 
 _DEFAULT_AXES = {1: "x", 2: "yx", 3: "zyx", 4: "tzyx", 5: "tzyxc"}
 _API_FORMATS = ("hdf5", "npz", "boss", "precomputed")
@@ -58,6 +61,7 @@ def add_serve(command: AddCommand) -> None:
     )
     p.add_argument("--dataset", metavar="NAME", help="dataset inside an .h5 VOLUME")
     p.add_argument("--axes", help="axis names of VOLUME, e.g. zyx (default by dimensionality)")
+    add_progress_options(p, "while the sample volume is built")
     p.add_argument("--shape", type=shape_arg, default=(64, 512, 512), help="sample volume shape (64,512,512)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     p.add_argument("--port", type=non_negative_int, default=0, help="port, 0 picks a free one (0)")
@@ -156,16 +160,33 @@ def _default_block_shape(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(min(s, 128 if i >= n - 2 else 32)) for i, s in enumerate(shape))
 
 
+def _build_sample(shape: Sequence[int], progress: bool) -> np.ndarray:
+    """The built-in sample volume; a large one takes a while, so say so (with a bar of planes made)."""
+    from lazyflow_rbfs.testing import sample_volume
+
+    nbytes = int(np.prod(shape, dtype=np.int64))
+    print(f"building the sample volume {fmt_shape(shape)} uint8 ({fmt_bytes(nbytes)}) ...", flush=True)
+    if not progress:
+        return sample_volume(shape)
+    from tqdm import tqdm
+
+    with tqdm(total=int(shape[0]), unit="plane", desc="building", dynamic_ncols=True) as bar:
+
+        def tick(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        return sample_volume(shape, progress=tick)
+
+
 def _load_serve_volume(args: argparse.Namespace) -> tuple[Any, int]:
     """What ``rbfs serve`` hands to CutoutServer (an array, an .npy memmap or ``file.h5/dataset``) and
     its number of axes."""
-    from lazyflow_rbfs.testing import sample_volume
     from lazyflow_rbfs.testing.volumes import split_h5_path
 
     if args.volume is None:
         if args.dataset:
             raise UsageError("--dataset needs a VOLUME")
-        return sample_volume(args.shape), len(args.shape)
+        return _build_sample(args.shape, want_progress(args)), len(args.shape)
     path, dataset = args.volume, args.dataset
     split = split_h5_path(path) if dataset is None else None
     if split is not None:
@@ -226,6 +247,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"url_format: {server.url_format}")
         if args.format == "precomputed":
             print(f"precomputed: {server.precomputed_url}")
+        if args.format == "boss":
+            b = server.boss
+            print(f"boss: boss://{b.collection}/{b.experiment}/{b.channel} --boss-url {server.url}")
         for line in _install_faults(server, args):
             print(f"fault: {line}")
         if args.describe:
@@ -240,7 +264,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             )
             read_description(args.describe)  # its cache dir must not hold another volume: exit 2 now
             print(f"description: {os.path.abspath(args.describe)}")
-            print(f"try: rbfs info {args.describe}")
+            print(f"try: {rbfs_command()} info {args.describe}")
+        elif args.format == "boss":
+            b = server.boss
+            print(
+                f"try: {rbfs_command()} describe boss://{b.collection}/{b.experiment}/{b.channel} "
+                f"--boss-url {server.url} -o boss.json"
+            )
+        elif args.format == "precomputed":
+            print(f"try: {rbfs_command()} describe {server.precomputed_url} -o precomputed.json")
         print("press Ctrl-C to stop", flush=True)
         try:
             threading.Event().wait()
@@ -330,6 +362,20 @@ def _install_faults(server: Any, args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def rbfs_command() -> str:
+    """How to run ``rbfs`` from a shell, as it was run now: ``rbfs`` when that is the program on PATH,
+    else the absolute path of the ``rbfs`` script that runs, else ``python -m lazyflow_rbfs`` with this
+    interpreter's absolute path (a venv that is not activated, ``python -m``)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "rbfs" and os.path.isfile(argv0):
+        script = os.path.abspath(argv0)
+        on_path = shutil.which("rbfs")
+        if on_path and os.path.realpath(on_path) == os.path.realpath(script):
+            return "rbfs"
+        return shlex.quote(script)
+    return f"{shlex.quote(sys.executable)} -m lazyflow_rbfs"
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lazyflow_rbfs.cache import RESTfulBlockwiseFileset
     from lazyflow_rbfs.testing import CutoutServer, sample_volume
@@ -411,11 +457,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 f"{vol.blocks_downloaded} of {nblocks} blocks downloaded ({once}); "
                 f"the whole cached volume equals the source"
             )
+    rbfs = rbfs_command()
     print("the server has stopped, but every block is cached: these work offline now")
-    print(f"  rbfs info {description_path}")
-    print(f"  rbfs status {description_path}")
-    print(f"  rbfs read {description_path} --roi {roi} -o {os.path.join(directory, 'roi.h5')}")
-    print(f"  rbfs verify {description_path}")
+    print(f"  {rbfs} info {description_path}")
+    print(f"  {rbfs} status {description_path}")
+    print(f"  {rbfs} read {description_path} --roi {roi} -o {os.path.join(directory, 'roi.h5')}")
+    print(f"  {rbfs} verify {description_path}")
     print("and against a live server (new port, fresh cache):")
-    print(f"  rbfs serve --describe {os.path.join(directory, 'live.json')} --cache-dir live-cache")
+    print(f"  {rbfs} serve --describe {os.path.join(directory, 'live.json')} --cache-dir live-cache")
     return EXIT_OK

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -31,8 +32,16 @@ from lazyflow_rbfs.errors import DescriptionError, SchemaError
 
 __all__ = ["MAX_FILE_SIZE", "schema_fields", "load_json", "collect_fields", "collect_volume_fields"]
 
+logger = logging.getLogger(__name__)
+
 #: Largest description file read, in bytes (descriptions are a few kB).
 MAX_FILE_SIZE = 16 * 1024 * 1024
+
+#: An unknown key this close (edit distance, a swap of neighbours counting 1) to a schema field is
+#: probably a misspelling of it: it is still ignored, but with a warning naming the field.
+MISSPELLING_DISTANCE = 2
+
+_warned_misspellings: set[tuple[str, str]] = set()
 
 
 def schema_fields(name: str, version: float, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -147,6 +156,7 @@ def collect_fields(schema: Mapping[str, Any], obj: Any, prefix: str, nested: boo
             continue
         key = key.replace(" ", "_")
         if key not in schema:
+            _warn_if_misspelled(key, schema, prefix)
             continue
         if key in seen:
             raise DescriptionError(
@@ -175,6 +185,46 @@ def collect_fields(schema: Mapping[str, Any], obj: Any, prefix: str, nested: boo
     values["_schema_name"] = name
     values["_schema_version"] = float(version)
     return {key: values.get(key) for key in schema}
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) that turn ``a`` into ``b``."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def probable_field(key: str, fields: Iterable[str]) -> str | None:
+    """The schema field ``key`` is probably a misspelling of (within :data:`MISSPELLING_DISTANCE`, the
+    closest, ties broken by name), or ``None``. Comment keys (``"## ..."``) and keys of fewer than four
+    characters (too short to tell a typo from another word) never are."""
+    if key.startswith("#") or len(key) < 4:
+        return None
+    scored = sorted((edit_distance(key.lower(), field.lower()), field) for field in fields if len(field) >= 4)
+    if scored and scored[0][0] <= MISSPELLING_DISTANCE:
+        return scored[0][1]
+    return None
+
+
+def _warn_if_misspelled(key: str, schema: Mapping[str, Any], prefix: str) -> None:
+    field = probable_field(key, schema)
+    if field is None or (join_field(prefix, key), field) in _warned_misspellings:
+        return
+    _warned_misspellings.add((join_field(prefix, key), field))
+    logger.warning(
+        "description key %r is not a field of %r and is ignored; did you mean %r? (unknown keys are "
+        "allowed for upstream compatibility, so a misspelled optional field silently keeps its default)",
+        join_field(prefix, key),
+        schema["_schema_name"],
+        join_field(prefix, field),
+    )
 
 
 def collect_volume_fields(

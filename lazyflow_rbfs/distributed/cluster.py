@@ -294,7 +294,7 @@ def prefetch_on_cluster(
             batch = pending.pop(future)
             reason = _merge(report, future, batch, rule)
             future.release()
-            tick(report.done)
+            tick(report.done, len(report.failed))
             if reason is not None:
                 report.stop_reason = reason
                 logger.warning("stopping the distributed prefetch early: %s", reason)

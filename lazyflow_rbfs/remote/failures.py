@@ -49,6 +49,17 @@ class Failure(Exception):
         self.error, self.head, self.tail, self.status = error, head, tail, status
         self.counted, self.retryable, self.retry_after, self.cause = counted, retryable, retry_after, cause
 
+    @property
+    def cause_name(self) -> str:
+        """A short name of why the attempt failed, for counting retries by cause (``HttpStats``)."""
+        if self.status is not None:
+            return f"HTTP {self.status}"
+        if issubclass(self.error, RemoteTimeoutError):
+            return "timeout"
+        if issubclass(self.error, InvalidResponseError):
+            return "cut off"
+        return "connection"
+
     def message(self, attempts: int) -> str:
         return self.head + (f" after {attempts} attempt(s)" if self.counted else "") + self.tail
 

@@ -35,7 +35,7 @@ import re
 import threading
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
@@ -96,12 +96,27 @@ class HttpStats:
         Body bytes received (as sent, before any HTTP ``Content-Encoding`` is undone).
     errors:
         GETs that ended in a :class:`DownloadError`.
+    attempts:
+        HTTP attempts made by all GETs: the first one of each GET plus every retry (of GETs that
+        succeeded and of GETs that failed in the end). Redirects followed within an attempt are not
+        counted separately.
+    retry_causes:
+        ``cause → number of attempts that failed with it and were retried``, over all GETs; causes are
+        ``"HTTP 429"``, ``"HTTP 503"`` and the like, ``"timeout"``, ``"connection"`` (no response) and
+        ``"cut off"`` (a body that ended early). ``sum(retry_causes.values())`` is every retry made.
     """
 
     requests: int = 0
     retries: int = 0
     bytes_received: int = 0
     errors: int = 0
+    attempts: int = 0
+    retry_causes: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def retried(self) -> int:
+        """Every retry made, by GETs that succeeded and GETs that failed (sum of :attr:`retry_causes`)."""
+        return sum(self.retry_causes.values())
 
     @property
     def bytes(self) -> int:
@@ -229,6 +244,8 @@ class HttpClient:
         self._retries = 0
         self._bytes = 0
         self._errors = 0
+        self._attempts = 0
+        self._retry_causes: dict[str, int] = {}
         _LIVE_CLIENTS.add(self)
 
     # -- sessions -------------------------------------------------------------------------------------
@@ -311,13 +328,24 @@ class HttpClient:
     def stats(self) -> HttpStats:
         """A consistent snapshot of the counters."""
         with self._lock:
-            return HttpStats(self._requests, self._retries, self._bytes, self._errors)
+            return HttpStats(
+                self._requests,
+                self._retries,
+                self._bytes,
+                self._errors,
+                self._attempts,
+                dict(self._retry_causes),
+            )
 
-    def _count(self, *, retries: int = 0, nbytes: int = 0, error: bool = False) -> None:
+    def _count(
+        self, *, retries: int = 0, nbytes: int = 0, error: bool = False, retry_cause: str | None = None
+    ) -> None:
         with self._lock:
             self._retries += retries
             self._bytes += nbytes
             self._errors += int(error)
+            if retry_cause is not None:
+                self._retry_causes[retry_cause] = self._retry_causes.get(retry_cause, 0) + 1
 
     def record_error(self) -> None:
         """Count a GET whose body the caller found invalid (``stats.errors``)."""
@@ -385,6 +413,8 @@ class HttpClient:
             failure: Failure | None = None
             if not self._slots.acquire():
                 raise self._abandoned(url)
+            with self._lock:
+                self._attempts += 1
             try:
                 body = self._attempt(session, url, max_bytes, wanted)
             except Failure as exc:
@@ -401,6 +431,7 @@ class HttpClient:
                     redaction.redact(failure.message(attempts)), url=url, status=failure.status
                 )
                 raise error from redaction.sanitized(failure.cause)
+            self._count(retry_cause=failure.cause_name)
             delay_s = delay(attempts, self.backoff, failure.retry_after)
             logger.debug(
                 "GET %s: attempt %d failed (%s); retrying in %.2f s", url, attempts, failure.head, delay_s

@@ -198,7 +198,8 @@ def _repair_block(
 
 
 def purge_locks(blocks: BlockStore) -> int:
-    """Remove stale upstream lock files and unowned temp files of the view; return how many.
+    """Remove stale upstream lock files, leftover ``.rbfs.lock`` files nobody holds and unowned temp files
+    of the view; return how many.
 
     See :meth:`~lazyflow_rbfs.store.BlockwiseFileset.purgeAllLocks`.
     """
@@ -229,5 +230,8 @@ def purge_locks(blocks: BlockStore) -> int:
                 removed += 1
                 logger.warning("purged stale temp file %s of block %s", path, block_start)
         finally:
-            lock.release()  # also removes our (harmless) leftover lock file
+            lock.release()  # also removes the lock file (one a killed process left behind is counted)
+        if LOCK_FILE_NAME in names:
+            removed += 1
+            logger.info("purged the leftover lock file %s of block %s", paths.lock_path, block_start)
     return removed

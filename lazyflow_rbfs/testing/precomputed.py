@@ -25,12 +25,13 @@ __all__ = ["PrecomputedSettings", "PrecomputedEmulator"]
 class PrecomputedSettings:
     """How a :class:`~lazyflow_rbfs.testing.CutoutServer` serves a neuroglancer precomputed volume.
 
-    ``chunk_xyz`` is the chunk size (x, y, z); ``encoding`` ``"raw"`` or ``"jpeg"``; ``gzip`` encodes raw
+    ``chunk_xyz`` is the chunk size (x, y, z; default 64³, as real volumes use: far fewer requests than
+    tiny chunks); ``encoding`` ``"raw"`` or ``"jpeg"``; ``gzip`` encodes raw
     chunks with ``Content-Encoding: gzip`` for clients that accept it; ``scales`` resolution levels.
     """
 
     prefix: str = "/precomputed/sample"
-    chunk_xyz: tuple[int, int, int] = (16, 16, 8)
+    chunk_xyz: tuple[int, int, int] = (64, 64, 64)
     encoding: str = "raw"
     gzip: bool = True
     scales: int = 2

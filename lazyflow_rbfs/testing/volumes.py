@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import h5py
@@ -22,7 +22,12 @@ _H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
 def sample_volume(
-    shape: Sequence[int] = (64, 256, 256), dtype: Any = np.uint8, seed: int = 0, *, writeable: bool = True
+    shape: Sequence[int] = (64, 256, 256),
+    dtype: Any = np.uint8,
+    seed: int = 0,
+    *,
+    writeable: bool = True,
+    progress: Callable[[int, int], Any] | None = None,
 ) -> np.ndarray:
     """A deterministic synthetic EM-like volume: smooth blobs, membrane-like dark sheets and texture.
 
@@ -39,33 +44,63 @@ def sample_volume(
         Same seed, same volume.
     writeable:
         ``False`` gives an array nobody can change, for a volume that many tests share.
+    progress:
+        ``progress(done, total)`` after each slab along the first axis (``done`` of ``total`` planes made):
+        a large volume takes a while.
     """
-    array = _synthesize(tuple(int(s) for s in shape), np.dtype(dtype), seed)
+    array = _synthesize(tuple(int(s) for s in shape), np.dtype(dtype), seed, progress)
     array.setflags(write=writeable)
     return array
 
 
-def _synthesize(shape: tuple[int, ...], dtype: np.dtype, seed: int) -> np.ndarray:
+#: Voxels :func:`sample_volume` synthesizes at once (it works in slabs along the first axis).
+_SLAB_VOXELS = 1 << 22
+
+
+def _synthesize(
+    shape: tuple[int, ...], dtype: np.dtype, seed: int, progress: Callable[[int, int], Any] | None = None
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     ndim = len(shape)
+    # Every random parameter first (in a fixed order), then the voxels slab by slab along axis 0: the
+    # result does not depend on the slabs, and memory stays bounded by one slab's temporaries.
+    waves = [[(rng.uniform(0.04, 0.2), rng.uniform(0, 2 * math.pi)) for _ in range(ndim)] for _ in range(4)]
+    slants = [rng.uniform(0.05, 0.15) for _ in range(ndim)]
+    out = np.empty(shape, dtype=dtype)
+    if ndim == 0 or out.size == 0:
+        return out
+    rows = max(1, _SLAB_VOXELS // max(1, math.prod(shape[1:])))
+    for z0 in range(0, shape[0], rows):
+        z1 = min(shape[0], z0 + rows)
+        out[z0:z1] = _synthesize_slab(shape, dtype, seed, z0, z1, waves, slants)
+        if progress is not None:
+            progress(z1, shape[0])
+    return out
+
+
+def _synthesize_slab(
+    shape: tuple[int, ...], dtype: np.dtype, seed: int, z0: int, z1: int, waves: list, slants: list
+) -> np.ndarray:
+    ndim = len(shape)
+    slab = (z1 - z0, *shape[1:])
     grids = [
-        np.arange(n, dtype=np.float32).reshape([n if i == k else 1 for k in range(ndim)])
+        (np.arange(z0, z1, dtype=np.float32) if i == 0 else np.arange(n, dtype=np.float32)).reshape(
+            [slab[i] if i == k else 1 for k in range(ndim)]
+        )
         for i, n in enumerate(shape)
     ]
-    value = np.zeros(shape, dtype=np.float32)
-    for _ in range(4):  # smooth blobs: separable products of cosines, in [-4, 4] summed
+    value = np.zeros(slab, dtype=np.float32)
+    for params in waves:  # smooth blobs: separable products of cosines, in [-4, 4] summed
         wave = np.float32(1.0)
-        for g in grids:
-            wave = wave * np.cos(
-                g * np.float32(rng.uniform(0.04, 0.2)) + np.float32(rng.uniform(0, 2 * math.pi))
-            )
+        for g, (frequency, shift) in zip(grids, params):
+            wave = wave * np.cos(g * np.float32(frequency) + np.float32(shift))
         value += wave
     value *= np.float32(0.55 / 8)
     value += np.float32(0.55 / 2)
     # membranes: thin dark sheets where a slanted phase crosses multiples of pi
-    phase = np.zeros(shape, dtype=np.float32)
-    for g in grids:
-        phase += g * np.float32(rng.uniform(0.05, 0.15))
+    phase = np.zeros(slab, dtype=np.float32)
+    for g, slant in zip(grids, slants):
+        phase += g * np.float32(slant)
     np.sin(phase, out=phase)
     for _ in range(3):
         phase *= phase  # sin**8
@@ -73,7 +108,7 @@ def _synthesize(shape: tuple[int, ...], dtype: np.dtype, seed: int) -> np.ndarra
     value += phase
     value += np.float32(0.25)
     # texture: a hash of the position, so every voxel depends on where it is
-    index = np.zeros(shape, dtype=np.uint32)
+    index = np.zeros(slab, dtype=np.uint32)
     stride = 1
     for g, n in zip(reversed(grids), reversed(shape)):
         index += g.astype(np.uint32) * np.uint32(stride % (1 << 32))

@@ -22,9 +22,10 @@ def add_describe(command: AddCommand) -> None:
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
+    from lazyflow_rbfs.cli.dev import rbfs_command
     from lazyflow_rbfs.describe import describe_main
 
     path = describe_main(args)
     print(f"wrote {path}")
-    print(f"next: rbfs info {path}")
+    print(f"next: {rbfs_command()} info {path}")
     return EXIT_OK

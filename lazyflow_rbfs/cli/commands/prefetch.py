@@ -6,6 +6,7 @@ import argparse
 import contextlib
 from typing import Any
 
+from lazyflow_rbfs import geometry
 from lazyflow_rbfs.cache import PrefetchInterrupted
 from lazyflow_rbfs.cli.args import (
     AddCommand,
@@ -18,11 +19,10 @@ from lazyflow_rbfs.cli.args import (
     resolve_roi,
     scheduler_arg,
     seconds_arg,
-    want_progress,
 )
 from lazyflow_rbfs.cli.exits import EXIT_OK, Failure, Interrupted, UsageError
 from lazyflow_rbfs.cli.opening import COMPOSITE, LOCAL, open_fileset
-from lazyflow_rbfs.cli.text import fmt_bytes
+from lazyflow_rbfs.cli.progress import open_bar, transfer_line
 
 __all__ = ["add_prefetch"]
 
@@ -47,7 +47,9 @@ def add_prefetch(command: AddCommand) -> None:
         help="hand the blocks to a dask.distributed cluster (e.g. tcp://host:8786) whose workers see this "
         "description at the same path and share the cache directory; -j then limits each worker",
     )
-    p.add_argument("--batch-size", type=positive_int, metavar="N", help="blocks per cluster task (64)")
+    p.add_argument(
+        "--batch-size", type=positive_int, metavar="N", help="with --scheduler: blocks per cluster task (64)"
+    )
     p.add_argument(
         "--wait-for-workers",
         type=seconds_arg,
@@ -66,23 +68,26 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
                 f"prefetch needs a {COMPOSITE!r}"
             )
         start, stop = resolve_roi(args.roi, fs.description.view_shape, fs.description.axes)
-        if args.wait_for_workers is not None and not args.scheduler:
-            raise UsageError("--wait-for-workers needs --scheduler")
+        for flag, value in (("--wait-for-workers", args.wait_for_workers), ("--batch-size", args.batch_size)):
+            if value is not None and not args.scheduler:
+                raise UsageError(f"{flag} needs --scheduler (it applies to cluster tasks only)")
         options: dict[str, Any] = {}
         if args.max_failures is not None:
             options["max_failures"] = args.max_failures
         if args.wait_for_workers is not None:
             options["wait_for_workers"] = args.wait_for_workers
+        total = geometry.count_blocks(start, stop, fs.description.block_shape)
         try:
-            report = fs.downloadAllBlocks(
-                args.max_parallel,
-                roi=(start, stop),
-                progress=want_progress(args),
-                raise_on_failure=False,
-                scheduler=args.scheduler or None,
-                batch_size=args.batch_size,
-                **options,
-            )
+            with open_bar(args, fs, total, speed=not args.scheduler) as bar:
+                report = fs.downloadAllBlocks(
+                    args.max_parallel,
+                    roi=(start, stop),
+                    progress=bar,
+                    raise_on_failure=False,
+                    scheduler=args.scheduler or None,
+                    batch_size=args.batch_size,
+                    **options,
+                )
         except PrefetchInterrupted as exc:  # leaving the with-block closes the fileset: no waiting
             r = exc.report
             raise Interrupted(
@@ -90,14 +95,10 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
                 f"({r.downloaded} downloaded, {r.skipped} already cached, {len(r.failed)} failed); "
                 f"{r.total - r.done} not fetched (run it again to go on)"
             ) from None
-        print(report.summary())
+        # The first failure is the error line's to tell (below), not the summary's as well.
+        print(_summary_without_failure(report))
         if not args.scheduler:  # on a cluster the requests are made by the workers
-            stats = fs.remote.stats
-            seconds = max(report.seconds, 1e-9)
-            print(
-                f"{stats.requests} requests, {fmt_bytes(stats.bytes_received)} received, "
-                f"{stats.bytes_received / seconds / 1e6:.1f} MB/s"
-            )
+            print(transfer_line(fs.remote.stats, report.seconds))
         if report.failed:
             first = f"block {list(report.failed[0])}: {report.errors.get(report.failed[0], '?')}"
             if report.stopped_early:
@@ -108,3 +109,17 @@ def _cmd_prefetch(args: argparse.Namespace) -> int:
                 )
             raise Failure(f"{len(report.failed)} of {report.total} blocks failed to download; first: {first}")
     return EXIT_OK
+
+
+def _summary_without_failure(report: Any) -> str:
+    """:meth:`PrefetchReport.summary` without its first-failure and stop-reason tails (the error line says
+    them), but with the failures counted by error class."""
+    text = (
+        f"{report.total} blocks: {report.downloaded} downloaded, {report.skipped} already cached, "
+        f"{len(report.failed)} failed"
+    )
+    if report.error_types:
+        text += " (" + ", ".join(f"{n} {kind}" for kind, n in sorted(report.error_types.items())) + ")"
+    if report.not_attempted:
+        text += f", {report.not_attempted} not attempted"
+    return text + f", in {report.seconds:.1f} s"

@@ -136,6 +136,9 @@ class RemoteFormat(ABC):
     url_source: str | None = None
     #: How ``rbfs describe`` sources of this format look (for messages), ``None`` if it cannot describe.
     source_help: str | None = None
+    #: What ``rbfs describe`` expects at the metadata URLs it reads (for messages when one cannot be read);
+    #: ``None``: "the metadata of a <name> source".
+    metadata_help: str | None = None
     #: URL schemes that name this format (``boss://``, ``precomputed://``).
     source_schemes: tuple[str, ...] = ()
     #: Plain location schemes it also describes (``http``, ``https``, ``gs``, ``s3``), tried after the

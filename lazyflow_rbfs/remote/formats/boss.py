@@ -365,6 +365,10 @@ class BossFormat(RemoteFormat):
     }
     url_source = "boss_url, collection, experiment, channel and resolution"
     source_help = "boss://collection/experiment/channel"
+    metadata_help = (
+        "the Boss API's JSON metadata of the collection, experiment, channel or coordinate frame; check "
+        "the names in the boss:// source and --boss-url"
+    )
     source_schemes = ("boss",)
     probe_options = (
         ProbeOption("boss_url", "--boss-url", f"Boss API base URL (default {DEFAULT_BOSS_URL})", "BASE"),

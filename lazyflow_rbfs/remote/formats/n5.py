@@ -354,6 +354,10 @@ class N5Format(RemoteFormat):
     url_source = "n5_url, n5_dataset and the dataset's attributes.json"
     source_help = "an N5 dataset or multiscale group (the folder holding 'attributes.json'; n5:// prefix)"
     sniff_help = "'attributes.json' (N5)"
+    metadata_help = (
+        "the 'attributes.json' of an N5 dataset or of a multiscale group (s0, s1, ...); the source must be "
+        "the dataset or the group folder"
+    )
     source_schemes = ("n5",)
     location_schemes = LOCATION_SCHEMES
 

@@ -462,6 +462,10 @@ class PrecomputedFormat(RemoteFormat):
         "of one"
     )
     sniff_help = "'info' (neuroglancer precomputed)"
+    metadata_help = (
+        "the volume's 'info' file (neuroglancer precomputed JSON); the source must be the folder that "
+        "holds 'info'"
+    )
     source_schemes = ("precomputed",)
     location_schemes = LOCATION_SCHEMES
     probe_options = (

@@ -366,6 +366,10 @@ class ZarrFormat(RemoteFormat):
         "zarr3:// prefixes allowed)"
     )
     sniff_help = "'zarr.json', '.zarray' or '.zgroup' (zarr)"
+    metadata_help = (
+        "the array's metadata ('zarr.json' for zarr v3, '.zarray' for v2) or an OME-Zarr image group's "
+        "('zarr.json', '.zattrs'); the source must be the array or the image folder"
+    )
     source_schemes = tuple(_SCHEMES)
     location_schemes = LOCATION_SCHEMES
 
