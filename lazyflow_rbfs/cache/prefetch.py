@@ -83,7 +83,6 @@ class PrefetchInterrupted(KeyboardInterrupt):
         self.report = report
 
 
-
 @dataclass
 class PrefetchReport:
     """What :meth:`RESTfulBlockwiseFileset.downloadAllBlocks` did.
@@ -109,6 +108,10 @@ class PrefetchReport:
     stop_reason
         Why the call stopped before attempting every block (its failures were systematic), or ``None``.
         Blocks it did not get to are neither failed nor skipped: see :attr:`not_attempted`.
+    not_held
+        With a cache size limit (``max_cache_bytes``): blocks of the region this call downloaded or found
+        cached that the cache no longer holds at its end, because the region does not fit in the limit
+        (they were evicted again to make room). ``0`` when the cache holds the whole region.
     """
 
     total: int = 0
@@ -119,8 +122,19 @@ class PrefetchReport:
     seconds: float = 0.0
     error_types: dict[str, int] = field(default_factory=dict)
     stop_reason: str | None = None
+    not_held: int = 0
 
-    _KEYS = ("total", "downloaded", "skipped", "failed", "errors", "seconds", "error_types", "stop_reason")
+    _KEYS = (
+        "total",
+        "downloaded",
+        "skipped",
+        "failed",
+        "errors",
+        "seconds",
+        "error_types",
+        "stop_reason",
+        "not_held",
+    )
 
     def __getitem__(self, key: str) -> Any:
         """``report["downloaded"]`` works like ``report.downloaded`` (mapping-style access)."""
@@ -167,6 +181,11 @@ class PrefetchReport:
         text += f", in {self.seconds:.1f} s"
         if self.stop_reason:
             text += f"; stopped early: {self.stop_reason}"
+        if self.not_held:
+            text += (
+                f"; the cache could not hold the whole region: {self.not_held} of its blocks were evicted "
+                "again to stay within max_cache_bytes"
+            )
         if self.failed:
             first = self.failed[0]
             text += f"; first failure at block {list(first)}: {self.errors.get(first, '?')}"
@@ -232,7 +251,6 @@ def check_max_failures(max_failures: Any) -> int:
             f"max_failures must be None or an integer >= 0 (0: never stop early), got {max_failures!r}"
         )
     return max_failures
-
 
 
 def run_prefetch(
@@ -359,14 +377,12 @@ def run_prefetch(
     return finish_report(report, raise_on_failure, "prefetch")
 
 
-
 def finish_report(report: PrefetchReport, raise_on_failure: bool, what: str) -> PrefetchReport:
     """Log a finished prefetch; raise :class:`PrefetchError` carrying it if blocks failed (and asked to)."""
     logger.info("%s finished: %s", what, report.summary())
     if report.failed and raise_on_failure:
         raise PrefetchError(f"{what} incomplete: {report.summary()}", report=report)
     return report
-
 
 
 def progress_reporter(progress: Any, total: int):
