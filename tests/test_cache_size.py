@@ -184,6 +184,23 @@ def test_least_recently_read_blocks_go_first_and_an_evicted_block_costs_one_requ
     assert server.requests == 1  # the evicted block cost exactly one request
 
 
+def test_a_block_read_after_the_evictor_listed_it_is_not_evicted(server, tmp_path):
+    """The evictor keeps the oldest blocks of its last walk; each is looked at again under its lock."""
+    size = _block_bytes(server, tmp_path)
+    path = _desc(server, tmp_path, max_cache_bytes=3 * size + size // 2)
+    a, b, c, d, e = STARTS[:5]
+    for start in (a, b, c):
+        with RESTfulBlockwiseFileset(path) as fs:
+            fs.readData(_block_roi(start))
+    with RESTfulBlockwiseFileset(path) as evicting:
+        evicting.readData(_block_roi(d))  # walks the root (a, b, c listed, oldest first), evicts a
+        assert _cached(evicting) == {b, c, d}
+        with RESTfulBlockwiseFileset(path) as other:
+            other.readData(_block_roi(b))  # b is read after the walk that listed it as the oldest
+        evicting.readData(_block_roi(e))
+        assert _cached(evicting) == {b, d, e}
+
+
 def test_a_read_larger_than_the_limit_returns_correct_voxels(server, volume, tmp_path):
     size = _block_bytes(server, tmp_path)
     path = _desc(server, tmp_path, max_cache_bytes=2 * size)
