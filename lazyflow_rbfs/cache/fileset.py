@@ -475,7 +475,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         )
         report.not_held = self.cache_limit.not_held(report, (start, stop))
         if report.not_held:
-            logger.warning("prefetch: %s", report.summary())
+            logger.info("prefetch: %s", report.summary())
         if report.failed and raise_on_failure:
             raise PrefetchError(f"prefetch incomplete: {report.summary()}", report=report)
         return report

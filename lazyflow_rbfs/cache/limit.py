@@ -66,10 +66,11 @@ class CacheLimit:
             blocks.usage = UseTracker(blocks.layout)
         try:
             fp = self.ledger.read()
-            if fp is None or not fp.trusted:
-                # Missing or damaged: rebuild now (waits for changes under way). Left unfinished by a
-                # killed process: rebuild if no change is under way, else at a later check.
-                self.ledger.reconcile(wait=fp is None)
+            if fp is not None and not fp.trusted:
+                # Left unfinished by a killed process (or counted without a walk): rebuild now if no
+                # change is under way, else at a later check. A missing or damaged record is rebuilt
+                # when first needed (footprint(), or the first publish).
+                self.ledger.reconcile(wait=False)
         except CacheWriteError as exc:  # a cache we may read but not write
             logger.info("cache footprint not tracked for %s: %s", blocks.layout.root, exc)
             blocks.ledger = None
@@ -98,9 +99,7 @@ class CacheLimit:
                 "no cache limit to collect garbage to: give max_cache_bytes (rbfs gc --max-cache-size SIZE) "
                 "or set max_cache_bytes in the local description"
             )
-        if not dry_run:
-            self.ledger.reconcile(wait=False, force=True)
-        return self.evictor.evict_to(target, dry_run=dry_run)
+        return self.evictor.evict_to(target, dry_run=dry_run, rebuild=True)
 
     def oldest_use_ns(self) -> int | None:
         """When the least recently used block of the root was last used (``STATUS.txt`` mtime, ns since

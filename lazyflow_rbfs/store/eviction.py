@@ -50,6 +50,8 @@ EVICT_LOCK_NAME = ".rbfs-evict.lock"
 PAUSE_ENV = "RBFS_TEST_PAUSE_EVICTION"
 #: Evictions applied to the ledger at once (one ledger change each).
 _BATCH = 256
+#: How a block directory is opened from its parent: never through a symbolic link.
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
 #: Sort key of a block file without STATUS.txt: before every block in use.
 _ORPHAN = -1
 
@@ -167,8 +169,8 @@ class Evictor:
         self.ledger = ledger
         self.limit = limit
         self.evicted = 0  # blocks this evictor removed
-        #: (mtime_ns, directory, start) of the oldest blocks of the last walk, the oldest last.
-        self._candidates: list[tuple[int, str, tuple[int, ...]]] = []
+        #: (mtime_ns, directory, start, size) of the oldest blocks of the last walk, the oldest last.
+        self._candidates: list[tuple[int, str, tuple[int, ...], int]] = []
 
     # -- the footprint --
 
@@ -190,42 +192,39 @@ class Evictor:
 
     # -- evicting --
 
-    def evict_to(self, target: int, *, dry_run: bool = False) -> EvictionReport:
-        """Evict least recently used blocks until the footprint is at most ``target`` bytes."""
+    def evict_to(self, target: int, *, dry_run: bool = False, rebuild: bool = False) -> EvictionReport:
+        """Evict least recently used blocks until the footprint is at most ``target`` bytes.
+
+        ``rebuild`` (``rbfs gc``) walks the root first and rewrites the ledger from that walk when no
+        change is under way (one walk serves both the count and the choice of blocks).
+        """
         report = EvictionReport(limit=target, dry_run=dry_run)
         with locks.FileLock(os.path.join(self.ledger.root, EVICT_LOCK_NAME)):
-            fp = self.footprint()
+            if rebuild or dry_run:
+                fp, oldest = self._walk(rebuild=rebuild and not dry_run)
+                self._candidates = oldest[::-1]  # pop() takes the oldest
+            else:
+                fp = self.footprint()
             report.before = report.after = fp.bytes
             if fp.bytes <= target:
                 return report
             if dry_run:
-                self._plan(fp, target, report)
+                self._plan(fp.bytes, target, report)
                 return report
             current = fp.bytes
-            refilled = False
+            refilled = rebuild
             while current > target:
+                if not self._candidates:
+                    if refilled:
+                        break  # a fresh walk found nothing more to evict
+                    self._refill(fp, current - target)
+                    refilled = True
+                    if not self._candidates:
+                        break
+                victims = self._take_victims(current - target)
                 with self.ledger.change() as change:
-                    for _ in range(_BATCH):
-                        if current + change.bytes <= target:
-                            break
-                        if not self._candidates:
-                            if refilled:
-                                break  # a fresh walk found nothing more to evict
-                            self._refill(fp, current + change.bytes - target)
-                            refilled = True
-                            if not self._candidates:
-                                break
-                        mtime, directory, start = self._candidates.pop()
-                        freed = self._evict_one(start, directory, mtime, change)
-                        if freed is None:
-                            report.skipped_locked += 1
-                        elif freed:
-                            report.evicted += 1
-                            report.evicted_bytes += freed
-                            refilled = False
+                    self._remove_many(victims, change, report)
                 current = change.after.bytes if change.after is not None else current + change.bytes
-                if not self._candidates and refilled:
-                    break
             report.after = current
         if report.evicted:
             logger.debug(
@@ -248,40 +247,107 @@ class Evictor:
             )
         return report
 
+    def _entries(self) -> Iterator[tuple[int, str, tuple[int, ...], int]]:
+        for e in iter_entries(self.blocks, whole_root=True):
+            yield (_ORPHAN if e.mtime_ns is None else e.mtime_ns, e.paths.directory, e.start, e.size)
+
+    def _walk(self, rebuild: bool) -> tuple[Footprint, list]:
+        """Every block of the root, oldest first, and the footprint; with ``rebuild`` the ledger is
+        rewritten from this walk if no change is under way (else the ledger's record is used)."""
+        if rebuild:
+            with self.ledger.exclusive(wait=False) as exclusive:
+                entries = sorted(self._entries())
+                if exclusive:
+                    counted = [e[3] for e in entries if e[3]]
+                    return self.ledger.write(Footprint(bytes=sum(counted), blocks=len(counted))), entries
+        else:
+            entries = sorted(self._entries())
+        return self.footprint(), entries
+
     def _refill(self, fp: Footprint, excess: int) -> None:
         """Walk the root for the oldest blocks: enough for ``excess`` bytes (twice over, at least 4096)."""
         average = fp.bytes // fp.blocks if fp.blocks else 1
         want = max(4096, 2 * (excess // max(average, 1) + 1))
-        oldest = heapq.nsmallest(
-            want,
-            (
-                (_ORPHAN if e.mtime_ns is None else e.mtime_ns, e.paths.directory, e.start)
-                for e in iter_entries(self.blocks, whole_root=True)
-            ),
-        )
+        oldest = heapq.nsmallest(want, self._entries())
         oldest.reverse()  # pop() takes the oldest
         self._candidates = oldest
 
-    def _plan(self, fp: Footprint, target: int, report: EvictionReport) -> None:
-        entries = sorted(
-            iter_entries(self.blocks, whole_root=True),
-            key=lambda e: (_ORPHAN if e.mtime_ns is None else e.mtime_ns, e.paths.directory),
-        )
-        current = fp.bytes
-        for entry in entries:
-            if current <= target:
-                break
-            report.planned.append(entry)
+    def _take_victims(self, excess: int) -> list:
+        """The oldest candidates whose files add up to ``excess`` bytes (at most :data:`_BATCH` blocks)."""
+        victims: list = []
+        freed = 0
+        while self._candidates and freed < excess and len(victims) < _BATCH:
+            victim = self._candidates.pop()
+            victims.append(victim)
+            freed += victim[3]
+        return victims
+
+    def _plan(self, current: int, target: int, report: EvictionReport) -> None:
+        layout = self.blocks.layout
+        while self._candidates and current > target:
+            mtime, directory, start, size = self._candidates.pop()
+            paths = layout.leaf_paths(start, directory)
+            report.planned.append(BlockEntry(start, paths, None if mtime == _ORPHAN else mtime, size))
             report.evicted += 1
-            report.evicted_bytes += entry.size
-            current -= entry.size
+            report.evicted_bytes += size
+            current -= size
+        self._candidates = []
         report.after = current
 
-    def _evict_one(self, start: tuple[int, ...], directory: str, mtime: int, change: Any) -> int | None:
-        """Evict one block if it is as the walk saw it: bytes freed, 0 if it changed or went, ``None``
-        if its lock is held (being published or repaired)."""
-        paths = self.blocks.layout.leaf_paths(start, directory)
-        return self.remove(paths, change, expected_mtime_ns=mtime, blocking=False)
+    def _remove_many(self, victims: list, change: Any, report: EvictionReport) -> None:
+        """Evict ``victims`` in directory order, opening each parent directory once (no links followed)."""
+        layout = self.blocks.layout
+        root = layout.root
+        parent_path, parent_fd = None, None
+        try:
+            for mtime, directory, start, _ in sorted(victims, key=lambda v: v[1]):
+                paths = layout.leaf_paths(start, directory)
+                parent = os.path.dirname(directory)
+                freed: int | None
+                if os.path.dirname(paths.file_path) != directory or not directory.startswith(root + os.sep):
+                    freed = self.remove(paths, change, expected_mtime_ns=mtime)
+                else:
+                    if parent != parent_path:
+                        if parent_fd is not None:
+                            os.close(parent_fd)
+                            parent_fd = None
+                        parent_path = parent
+                        parts = parent[len(root) + 1 :].split(os.sep) if parent != root else []
+                        try:
+                            parent_fd = atomic.open_dir(root, parts, create=False)
+                        except (FileNotFoundError, CacheWriteError) as exc:
+                            logger.debug("not evicting under %s: %s", parent, exc)
+                    freed = 0 if parent_fd is None else self._remove_in(parent_fd, paths, change, mtime)
+                if freed is None:
+                    report.skipped_locked += 1
+                elif freed:
+                    report.evicted += 1
+                    report.evicted_bytes += freed
+        finally:
+            if parent_fd is not None:
+                os.close(parent_fd)
+
+    def _remove_in(self, parent_fd: int, paths: BlockPaths, change: Any, expected: int) -> int | None:
+        """:meth:`remove` of a block whose directory is opened from ``parent_fd`` without following links."""
+        try:
+            block_fd = os.open(
+                os.path.basename(paths.directory),
+                _DIR_FLAGS,
+                dir_fd=parent_fd,
+            )
+        except OSError as exc:  # gone, or a planted link (ELOOP/ENOTDIR): nothing of ours to evict
+            logger.debug("not evicting %s: %s", paths.directory, exc)
+            return 0
+        try:
+            lock = locks.BlockLock(paths.lock_path)
+            if not lock.acquire(blocking=False):
+                return None
+            try:
+                return self._remove_locked(paths, block_fd, block_fd, change, expected)
+            finally:
+                lock.release()
+        finally:
+            os.close(block_fd)
 
     def remove(
         self,

@@ -174,6 +174,23 @@ class Ledger:
 
     # -- rebuilding --
 
+    @contextlib.contextmanager
+    def exclusive(self, *, wait: bool) -> Iterator[bool]:
+        """Hold the exclusive lock on ``.rbfs-ledger.active`` (no change can be under way) if it can be
+        had (without waiting unless ``wait``); yields whether it is held."""
+        active = locks.FileLock(self.active_path)
+        held = os.path.isdir(self.root) and active.acquire(shared=False, blocking=wait)
+        try:
+            yield held
+        finally:
+            active.release()
+
+    def write(self, footprint: Footprint) -> Footprint:
+        """Replace the record (call only inside :meth:`exclusive`, with the count of a walk)."""
+        with locks.FileLock(self.path) as lock:
+            self._write_fd(lock.fd, footprint)
+        return footprint
+
     def reconcile(self, *, wait: bool = False, force: bool = False) -> Footprint | None:
         """Rebuild the record by a walk if it is not trusted (or ``force``); the record after.
 
