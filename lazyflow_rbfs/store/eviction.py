@@ -44,7 +44,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EVICT_LOCK_NAME = ".rbfs-evict.lock"
+#: The cache-level lock one evictor at a time holds (never removed; no ``.lock`` suffix, which names
+#: per-block locks).
+EVICT_LOCK_NAME = ".rbfs-evicting"
 #: Test-only hook: set to ``1``, an eviction that has removed a block's ``STATUS.txt`` (but not yet its
 #: file) writes a line to stderr and waits for a byte on stdin, so a test can kill it at that point.
 PAUSE_ENV = "RBFS_TEST_PAUSE_EVICTION"
@@ -412,15 +414,34 @@ class Evictor:
     # -- purge --
 
     def purge(self, roi: Roi | None) -> EvictionReport:
-        """Remove every block of ``roi`` (view coordinates) now; a block being written is waited for."""
+        """Remove every block of ``roi`` (view coordinates) now; a block being written is waited for.
+
+        Each block's lock is taken before its ledger change starts (never waiting while a change is
+        open, so a rebuild can always get the exclusive lock).
+        """
         report = EvictionReport(limit=None)
-        fp = self.footprint()
-        report.before = fp.bytes
-        with self.ledger.change() as change:
-            for entry in iter_entries(self.blocks, roi):
-                freed = self.remove(entry.paths, change, blocking=True)
-                if freed:
-                    report.evicted += 1
-                    report.evicted_bytes += freed
-        report.after = change.after.bytes if change.after is not None else fp.bytes - report.evicted_bytes
+        report.before = self.footprint().bytes
+        layout = self.blocks.layout
+        for entry in iter_entries(self.blocks, roi):
+            paths = entry.paths
+            lock = locks.BlockLock(paths.lock_path)
+            try:
+                with layout.block_dirs(paths, create=False) as (block_fd, file_fd):
+                    lock.acquire()
+                    try:
+                        with self.ledger.change() as change:
+                            freed = self._remove_locked(paths, block_fd, file_fd, change, None)
+                    finally:
+                        lock.release()
+            except FileNotFoundError:
+                continue
+            except CacheWriteError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                logger.warning("not purging %s: %s", paths.directory, exc)
+                continue
+            if freed:
+                report.evicted += 1
+                report.evicted_bytes += freed
+        report.after = self.footprint().bytes
         return report
