@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("cpu_per_byte", "bench_cpu_per_byte.py"),
     ("precomputed_peer", "bench_precomputed_peer.py"),
     ("distributed", "bench_distributed.py"),
+    ("cache_size", "cache_size.py"),
 ]
 
 

@@ -235,6 +235,22 @@ def test_a_prefetch_with_failures_still_raises_prefetch_error(tmp_path, volume):
                 fs.downloadAllBlocks(max_failures=0)
 
 
+def test_an_eviction_the_file_system_refuses_never_fails_the_download(server, volume, tmp_path):
+    size = _block_bytes(server, tmp_path)
+    path = _desc(server, tmp_path, max_cache_bytes=2 * size)
+    with RESTfulBlockwiseFileset(path) as fs:
+        fs.readData(_block_roi(STARTS[0]))
+        stuck = fs.getDatasetPathComponents(STARTS[0]).externalPath
+    if subprocess.run(["chattr", "+i", stuck], capture_output=True).returncode != 0:
+        pytest.skip("this file system cannot make a file immutable (chattr +i)")
+    try:
+        with RESTfulBlockwiseFileset(path) as fs:
+            got = fs.readData(((0, 0, 0), SHAPE))  # every publish wants STATUS[0]'s block gone
+            assert np.array_equal(got, volume)
+    finally:
+        subprocess.run(["chattr", "-i", stuck], check=True)
+
+
 # ------------------------------------------------------------------ the ledger
 
 

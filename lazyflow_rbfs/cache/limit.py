@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from lazyflow_rbfs.errors import ArgumentError, CacheWriteError
+from lazyflow_rbfs.errors import ArgumentError, CacheWriteError, RbfsError
 from lazyflow_rbfs.store.blocks import BlockStore
 from lazyflow_rbfs.store.eviction import (
     EvictionReport,
@@ -76,9 +76,17 @@ class CacheLimit:
             blocks.ledger = None
 
     def after_publish(self, after: Footprint | None) -> None:
-        """Evict least recently used blocks if the publish that left ``after`` passed the limit."""
-        if self.blocks.ledger is not None:
+        """Evict least recently used blocks if the publish that left ``after`` passed the limit.
+
+        The block is published whatever happens here: an eviction that fails (a file system that
+        refuses a removal) is logged, never the download's failure.
+        """
+        if self.blocks.ledger is None:
+            return
+        try:
             self.evictor.after_publish(after)
+        except (RbfsError, OSError) as exc:
+            logger.warning("could not evict blocks to stay within %s bytes: %s", self.limit, exc)
 
     def footprint(self) -> CacheFootprint:
         """The ledger's record (rebuilt by a walk first only if missing or damaged): no tree walk."""

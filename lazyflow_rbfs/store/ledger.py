@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from lazyflow_rbfs import locks
+from lazyflow_rbfs.errors import CacheWriteError
 
 __all__ = ["Footprint", "Ledger", "LEDGER_FILE_NAME", "ACTIVE_FILE_NAME"]
 
@@ -139,6 +140,14 @@ class Ledger:
             os.close(fd)
 
     def _update(self, nbytes: int, blocks: int, pending: int) -> Footprint:
+        try:
+            return self._update_record(nbytes, blocks, pending)
+        except CacheWriteError:
+            raise
+        except OSError as exc:  # a full, read-only or over-quota file system
+            raise CacheWriteError.from_os_error(exc, self.path, "update the cache footprint ledger") from exc
+
+    def _update_record(self, nbytes: int, blocks: int, pending: int) -> Footprint:
         os.makedirs(self.root, exist_ok=True)
         with locks.FileLock(self.path) as lock:
             old = self._read_fd(lock.fd)
@@ -160,7 +169,10 @@ class Ledger:
         The deltas are applied when the block ends, also when it raises (what was changed is counted).
         """
         active = locks.FileLock(self.active_path)
-        os.makedirs(self.root, exist_ok=True)
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise CacheWriteError.from_os_error(exc, self.root, "create the directory") from exc
         active.acquire(shared=True)
         try:
             self._update(0, 0, +1)
@@ -187,8 +199,13 @@ class Ledger:
 
     def write(self, footprint: Footprint) -> Footprint:
         """Replace the record (call only inside :meth:`exclusive`, with the count of a walk)."""
-        with locks.FileLock(self.path) as lock:
-            self._write_fd(lock.fd, footprint)
+        try:
+            with locks.FileLock(self.path) as lock:
+                self._write_fd(lock.fd, footprint)
+        except CacheWriteError:
+            raise
+        except OSError as exc:
+            raise CacheWriteError.from_os_error(exc, self.path, "write the cache footprint ledger") from exc
         return footprint
 
     def reconcile(self, *, wait: bool = False, force: bool = False) -> Footprint | None:
@@ -208,9 +225,7 @@ class Ledger:
             if current is not None and current.trusted and not force:
                 return current
             nbytes, blocks = self._walk()
-            rebuilt = Footprint(bytes=nbytes, blocks=blocks)
-            with locks.FileLock(self.path) as lock:
-                self._write_fd(lock.fd, rebuilt)
+            rebuilt = self.write(Footprint(bytes=nbytes, blocks=blocks))
         finally:
             active.release()
         if current is None or not current.trusted:
