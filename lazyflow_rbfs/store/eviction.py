@@ -302,7 +302,7 @@ class Evictor:
         root = layout.root
         parent_path, parent_fd = None, None
         try:
-            for mtime, directory, start, _ in sorted(victims, key=lambda v: v[1]):
+            for mtime, directory, start, size in sorted(victims, key=lambda v: v[1]):
                 paths = layout.leaf_paths(start, directory)
                 parent = os.path.dirname(directory)
                 freed: int | None
@@ -319,7 +319,7 @@ class Evictor:
                             parent_fd = atomic.open_dir(root, parts, create=False)
                         except (FileNotFoundError, CacheWriteError) as exc:
                             logger.debug("not evicting under %s: %s", parent, exc)
-                    freed = 0 if parent_fd is None else self._remove_in(parent_fd, paths, change, mtime)
+                    freed = 0 if parent_fd is None else self._remove_in(parent_fd, paths, change, mtime, size)
                 if freed is None:
                     report.skipped_locked += 1
                 elif freed:
@@ -329,7 +329,9 @@ class Evictor:
             if parent_fd is not None:
                 os.close(parent_fd)
 
-    def _remove_in(self, parent_fd: int, paths: BlockPaths, change: Any, expected: int) -> int | None:
+    def _remove_in(
+        self, parent_fd: int, paths: BlockPaths, change: Any, expected: int, size: int
+    ) -> int | None:
         """:meth:`remove` of a block whose directory is opened from ``parent_fd`` without following links."""
         try:
             block_fd = os.open(
@@ -345,7 +347,7 @@ class Evictor:
             if not lock.acquire(blocking=False):
                 return None
             try:
-                return self._remove_locked(paths, block_fd, block_fd, change, expected)
+                return self._remove_locked(paths, block_fd, block_fd, change, expected, size)
             finally:
                 lock.release()
         finally:
@@ -383,8 +385,16 @@ class Evictor:
             return 0
 
     def _remove_locked(
-        self, paths: BlockPaths, block_fd: int, file_fd: int, change: Any, expected: int | None
+        self,
+        paths: BlockPaths,
+        block_fd: int,
+        file_fd: int,
+        change: Any,
+        expected: int | None,
+        known_size: int | None = None,
     ) -> int:
+        """Remove the block (its lock held): bytes freed. ``known_size`` (the walk's) is trusted when its
+        ``STATUS.txt`` is the very one the walk saw: a new publish would have made a new one."""
         try:
             st = os.stat(STATUS_FILE_NAME, dir_fd=block_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -394,11 +404,14 @@ class Evictor:
             if now != expected:
                 return 0  # read (or evicted and published again) since the walk: not the oldest now
         name = os.path.basename(paths.file_path)
-        try:
-            fst = os.stat(name, dir_fd=file_fd, follow_symlinks=False)
-            size = fst.st_size if stat.S_ISREG(fst.st_mode) else 0
-        except FileNotFoundError:
-            size = 0
+        if known_size is not None and st is not None and expected == st.st_mtime_ns:
+            size = known_size
+        else:
+            try:
+                fst = os.stat(name, dir_fd=file_fd, follow_symlinks=False)
+                size = fst.st_size if stat.S_ISREG(fst.st_mode) else 0
+            except FileNotFoundError:
+                size = 0
         if st is not None:
             atomic.remove(STATUS_FILE_NAME, dir_fd=block_fd, shown=paths.status_path)
             _pause_for_test(paths)
