@@ -171,8 +171,8 @@ class Evictor:
         self.ledger = ledger
         self.limit = limit
         self.evicted = 0  # blocks this evictor removed
-        #: (mtime_ns, directory, start, size) of the oldest blocks of the last walk, the oldest last.
-        self._candidates: list[tuple[int, str, tuple[int, ...], int]] = []
+        #: (mtime_ns, directory, start, size, paths) of the oldest blocks of the last walk, the oldest last.
+        self._candidates: list[tuple[int, str, tuple[int, ...], int, BlockPaths]] = []
 
     # -- the footprint --
 
@@ -249,9 +249,10 @@ class Evictor:
             )
         return report
 
-    def _entries(self) -> Iterator[tuple[int, str, tuple[int, ...], int]]:
+    def _entries(self) -> Iterator[tuple[int, str, tuple[int, ...], int, BlockPaths]]:
+        # (directories are unique: sorting never compares the paths)
         for e in iter_entries(self.blocks, whole_root=True):
-            yield (_ORPHAN if e.mtime_ns is None else e.mtime_ns, e.paths.directory, e.start, e.size)
+            yield (_ORPHAN if e.mtime_ns is None else e.mtime_ns, e.paths.directory, e.start, e.size, e.paths)
 
     def _walk(self, rebuild: bool) -> tuple[Footprint, list]:
         """Every block of the root, oldest first, and the footprint; with ``rebuild`` the ledger is
@@ -285,10 +286,8 @@ class Evictor:
         return victims
 
     def _plan(self, current: int, target: int, report: EvictionReport) -> None:
-        layout = self.blocks.layout
         while self._candidates and current > target:
-            mtime, directory, start, size = self._candidates.pop()
-            paths = layout.leaf_paths(start, directory)
+            mtime, _, start, size, paths = self._candidates.pop()
             report.planned.append(BlockEntry(start, paths, None if mtime == _ORPHAN else mtime, size))
             report.evicted += 1
             report.evicted_bytes += size
@@ -302,8 +301,7 @@ class Evictor:
         root = layout.root
         parent_path, parent_fd = None, None
         try:
-            for mtime, directory, start, size in sorted(victims, key=lambda v: v[1]):
-                paths = layout.leaf_paths(start, directory)
+            for mtime, directory, _, size, paths in sorted(victims, key=lambda v: v[1]):
                 parent = os.path.dirname(directory)
                 freed: int | None
                 if os.path.dirname(paths.file_path) != directory or not directory.startswith(root + os.sep):
