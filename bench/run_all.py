@@ -26,6 +26,7 @@ BENCHMARKS = [
     ("precomputed_peer", "bench_precomputed_peer.py"),
     ("distributed", "bench_distributed.py"),
     ("formats_peers", "formats_peers.py"),
+    ("cache_size", "cache_size.py"),
 ]
 
 

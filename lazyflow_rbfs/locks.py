@@ -30,7 +30,7 @@ from concurrent.futures import Future, InvalidStateError
 
 from lazyflow_rbfs.errors import CacheWriteError, LockTimeoutError
 
-__all__ = ["BlockLock", "Cancel", "LockWaitCancelled", "InFlight", "IN_FLIGHT"]
+__all__ = ["BlockLock", "FileLock", "Cancel", "LockWaitCancelled", "InFlight", "IN_FLIGHT"]
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +317,62 @@ def _unlink_and_close(path: str, fd: int) -> None:
         pass
     finally:
         _DESCRIPTORS.close(fd)
+
+
+class FileLock:
+    """A shared or exclusive ``flock`` on a file that is never removed (cache-level files such as the
+    footprint ledger), with the fork safety of :class:`BlockLock`.
+
+    Unlike :class:`BlockLock` the file stays: shared holders and an exclusive one must lock the same
+    inode. It is opened without following a symbolic link. One instance is one would-be holder; threads
+    exclude each other through separate instances. ``fd`` is the open descriptor while held (the ledger
+    reads and writes its record through it).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self.fd: int | None = None
+        self._pid = 0
+
+    def acquire(self, *, shared: bool = False, blocking: bool = True) -> bool:
+        """Take the lock; ``False`` only when ``blocking`` is false and another holder excludes us.
+
+        Raises :class:`~lazyflow_rbfs.errors.CacheWriteError` when the file cannot be opened or created
+        (a symbolic link is refused).
+        """
+        if self.fd is not None:
+            raise RuntimeError(f"lock {self.path} is already held by this instance")
+        try:
+            fd = _DESCRIPTORS.open(self.path, os.O_RDWR | os.O_CREAT | _O_NOFOLLOW)
+        except OSError as exc:
+            raise CacheWriteError.from_os_error(exc, self.path, "open the lock file") from exc
+        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, mode)
+        except OSError as exc:
+            _DESCRIPTORS.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        except BaseException:
+            _DESCRIPTORS.close(fd)
+            raise
+        self.fd, self._pid = fd, os.getpid()
+        return True
+
+    def release(self) -> None:
+        """Drop the lock (closing the descriptor); does nothing when not held (or held by the parent of
+        a forked child: the child's copy was closed at the fork)."""
+        fd, self.fd = self.fd, None
+        if fd is not None and self._pid == os.getpid():
+            _DESCRIPTORS.close(fd)
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
 
 
 class LockWaitCancelled(LockTimeoutError):

@@ -349,13 +349,18 @@ def test_closed_fileset_refuses_io(desc):
         vol.downloadAllBlocks(2)
 
 
+#: Cache-level files of the size bound (issue 12): kept, at the root only, never per block.
+CACHE_LEVEL_FILES = (".rbfs-ledger", ".rbfs-ledger.active", ".rbfs-evicting")
+
+
 def test_no_lock_or_temp_files_remain(desc):
     with RESTfulBlockwiseFileset(str(desc)) as vol:
         vol.downloadAllBlocks(4)
     leftovers = [
         p
         for p in (desc.parent / "cache").rglob("*")
-        if p.is_file() and p.name not in ("STATUS.txt", ".rbfs-volume.json")  # the volume record stays
+        # the volume record stays, and so do the cache-level footprint ledger and its lock files
+        if p.is_file() and p.name not in ("STATUS.txt", ".rbfs-volume.json", *CACHE_LEVEL_FILES)
     ]
     assert all(p.suffix == ".h5" for p in leftovers), leftovers
     assert not any(p.name.endswith(".lock") for p in leftovers)

@@ -25,6 +25,7 @@ import numpy as np
 from lazyflow_rbfs import description as _description
 from lazyflow_rbfs import geometry, identity
 from lazyflow_rbfs.cache.fetcher import BlockFetcher
+from lazyflow_rbfs.cache.limit import CacheLimit
 from lazyflow_rbfs.cache.prefetch import (
     DEFAULT_MAX_FAILURES,
     PrefetchReport,
@@ -32,11 +33,19 @@ from lazyflow_rbfs.cache.prefetch import (
     run_prefetch,
     scheduler_backend,
 )
-from lazyflow_rbfs.errors import ArgumentError, BlockNotReadyError, ClosedError, ReadOnlyError, SchemaError
+from lazyflow_rbfs.errors import (
+    ArgumentError,
+    BlockNotReadyError,
+    ClosedError,
+    PrefetchError,
+    ReadOnlyError,
+    SchemaError,
+)
 from lazyflow_rbfs.locks import LockWaitCancelled
 from lazyflow_rbfs.pool import wait_for_running_tasks
 from lazyflow_rbfs.remote import RESTfulVolume
 from lazyflow_rbfs.store import BlockwiseFileset
+from lazyflow_rbfs.store.eviction import check_max_cache_bytes
 from lazyflow_rbfs.store.export import subset_view_roi
 
 __all__ = ["RESTfulBlockwiseFileset"]
@@ -116,6 +125,10 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
     fsync
         fsync each block file before its rename and ``STATUS.txt`` after it (default ``True``);
         ``False`` trades surviving a power loss for speed (scratch caches).
+    max_cache_bytes
+        Bound on the bytes of block files under the cache root (an int, or a size such as ``"50G"``);
+        default: the local description's ``max_cache_bytes``, else no bound. Least recently read blocks
+        are evicted when a publish passes it (see :mod:`lazyflow_rbfs.cache.limit`).
 
     Examples
     --------
@@ -156,6 +169,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         progress: bool | Callable[[int, int], Any] = False,
         max_open_files: int = 256,
         fsync: bool = True,
+        max_cache_bytes: int | str | None = None,
     ) -> None:
         # Read the description first: on a file that is not ours, SchemaError ("not mine") must win.
         self.compositeDescription = self.readDescription(compositeDescriptionPath)
@@ -176,6 +190,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             progress=progress if not callable(progress) else False,
             max_open_files=max_open_files,
             fsync=fsync,
+            max_cache_bytes=check_max_cache_bytes(max_cache_bytes),
         )
         self.localDescription = self.compositeDescription.local_description
         self.remoteDescription = self.compositeDescription.remote_description
@@ -200,6 +215,10 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
             lock_timeout=lock_timeout,
             name=self._descriptionFilePath,
         )
+        limit = self._open_options["max_cache_bytes"]
+        self.cache_limit = CacheLimit(
+            self.blocks, limit if limit is not None else self.localDescription.max_cache_bytes
+        )
         _LIVE_FILESETS.add(self)
 
     def _check_cache_root(self) -> None:
@@ -216,7 +235,7 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         if not self._volume_confirmed:
             identity.record(self._root_dir, self._volume_identity, self._descriptionFilePath)
             self._volume_confirmed = True
-        self.blocks.publish(block_start, data)
+        self.cache_limit.after_publish(self.blocks.publish(block_start, data))
 
     def _confirm_volume(self) -> None:
         """After a read: if the root had no record when this fileset opened, look at it again.
@@ -457,14 +476,20 @@ class RESTfulBlockwiseFileset(BlockwiseFileset):
         else:
             start, stop = geometry.check_roi(roi, view_shape)
         block_shape = self.description.block_shape
-        return self.downloadBlocks(
+        report = self.downloadBlocks(
             geometry.iter_block_starts(start, stop, block_shape),
             max_parallel,
             total=geometry.count_blocks(start, stop, block_shape),
             progress=progress,
-            raise_on_failure=raise_on_failure,
+            raise_on_failure=False,
             max_failures=max_failures,
         )
+        report.not_held = self.cache_limit.not_held(report, (start, stop))
+        if report.not_held:
+            logger.info("prefetch: %s", report.summary())
+        if report.failed and raise_on_failure:
+            raise PrefetchError(f"prefetch incomplete: {report.summary()}", report=report)
+        return report
 
     def downloadBlocks(
         self,

@@ -118,6 +118,10 @@ class PrefetchReport:
     stop_reason
         Why the call stopped before attempting every block (its failures were systematic), or ``None``.
         Blocks it did not get to are neither failed nor skipped: see :attr:`not_attempted`.
+    not_held
+        With a cache size limit (``max_cache_bytes``): blocks of the region this call downloaded or found
+        cached that the cache no longer holds at its end, because the region does not fit in the limit
+        (they were evicted again to make room). ``0`` when the cache holds the whole region.
     """
 
     total: int = 0
@@ -128,8 +132,19 @@ class PrefetchReport:
     seconds: float = 0.0
     error_types: dict[str, int] = field(default_factory=dict)
     stop_reason: str | None = None
+    not_held: int = 0
 
-    _KEYS = ("total", "downloaded", "skipped", "failed", "errors", "seconds", "error_types", "stop_reason")
+    _KEYS = (
+        "total",
+        "downloaded",
+        "skipped",
+        "failed",
+        "errors",
+        "seconds",
+        "error_types",
+        "stop_reason",
+        "not_held",
+    )
 
     def __getitem__(self, key: str) -> Any:
         """``report["downloaded"]`` works like ``report.downloaded`` (mapping-style access)."""
@@ -176,6 +191,11 @@ class PrefetchReport:
         text += f", in {self.seconds:.1f} s"
         if self.stop_reason:
             text += f"; stopped early: {self.stop_reason}"
+        if self.not_held:
+            text += (
+                f"; the cache could not hold the whole region: {self.not_held} of its blocks were evicted "
+                "again to stay within max_cache_bytes"
+            )
         if self.failed:
             first = self.failed[0]
             text += f"; first failure at block {list(first)}: {self.errors.get(first, '?')}"

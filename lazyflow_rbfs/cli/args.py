@@ -37,6 +37,8 @@ __all__ = [
     "seconds_arg",
     "scheduler_arg",
     "timeout_arg",
+    "size_arg",
+    "add_cache_size_option",
     "add_description_arg",
     "add_roi_option",
     "add_request_options",
@@ -270,8 +272,31 @@ def add_request_options(p: Parser) -> None:
     p.add_argument("--retries", type=non_negative_int, metavar="N", help="attempts after the first (3)")
 
 
+def size_arg(text: str) -> int:
+    """A size in bytes: ``500M``, ``50G``, ``2T`` (powers of 1024) or plain bytes."""
+    from lazyflow_rbfs.store.eviction import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_cache_size_option(p: Parser, help_text: str | None = None) -> None:
+    """``--max-cache-size SIZE``: the cache root's bound (``max_cache_bytes``)."""
+    p.add_argument(
+        "--max-cache-size",
+        type=size_arg,
+        metavar="SIZE",
+        help=help_text
+        or "keep the cache within SIZE bytes of blocks (500M, 50G, 2T), evicting the least recently read "
+        "blocks (default: the description's max_cache_bytes, else unbounded)",
+    )
+
+
 def add_network_options(p: Parser) -> None:
-    """``-j``, the request options and ``--lock-timeout``: how a fileset downloads blocks."""
+    """``-j``, the request options, ``--lock-timeout`` and ``--max-cache-size``: how a fileset downloads
+    blocks."""
     p.add_argument("-j", "--max-parallel", type=positive_int, metavar="N", help="downloads in flight (8)")
     add_request_options(p)
     p.add_argument(
@@ -280,6 +305,7 @@ def add_network_options(p: Parser) -> None:
         metavar="S",
         help="seconds to wait for a block another process downloads (default: as long as it lives)",
     )
+    add_cache_size_option(p)
 
 
 def add_progress_options(p: Parser, when: str = "") -> None:

@@ -73,6 +73,8 @@ def _network_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is not None:
             options[name] = value
+    if getattr(args, "max_cache_size", None) is not None:
+        options["max_cache_bytes"] = args.max_cache_size
     return options
 
 

@@ -21,6 +21,9 @@ from lazyflow_rbfs.errors import DescriptionError
 from lazyflow_rbfs.expressions import evaluate_value, to_int
 
 __all__ = [
+    "SIZE_UNITS",
+    "parse_size",
+    "parse_byte_size",
     "Vector",
     "DType",
     "DRange",
@@ -157,6 +160,32 @@ def parse_str(value: Any, field: str, what: str = "a string") -> str | None:
     if "\0" in value:
         raise field_error_text(field, f"{what} without NUL characters", "a NUL character")
     return value
+
+
+#: Units of sizes such as ``50G`` (powers of 1024; ``K``, ``KB`` and ``KiB`` mean the same).
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int | None:
+    """Bytes of ``"500M"``, ``"50G"``, ``"2T"``, ``"1.5G"``, ``"12345"``; ``None`` if not such a size."""
+    match = _SIZE.match(str(text))
+    if match is None:
+        return None
+    number, unit = match.groups()
+    return int(float(number) * SIZE_UNITS[unit.upper()])
+
+
+def parse_byte_size(value: Any, field: str) -> int | None:
+    """Bytes >= 0: an integer, arithmetic, or a size with a unit (``"50G"``); ``None`` if absent."""
+    if value is None:
+        return None
+    size = parse_size(value) if isinstance(value, str) else None
+    if size is None:
+        size = parse_int(value, field)
+    if size is not None and size < 0:
+        raise field_error(field, "a number of bytes >= 0 or a size such as '50G'", value)
+    return size
 
 
 def parse_int(value: Any, field: str) -> int | None:

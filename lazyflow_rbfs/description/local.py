@@ -21,6 +21,7 @@ from lazyflow_rbfs.description.fields import (
     field_error,
     field_error_text,
     format_fields,
+    parse_byte_size,
     parse_drange,
     parse_int,
     parse_str,
@@ -59,6 +60,7 @@ LOCAL_FIELDS: dict[str, Any] = schema_fields(
         "dataset_root_dir": str,
         "hash_id": str,
         "sub_block_shape": Vector,
+        "max_cache_bytes": int,
     },
 )
 
@@ -201,6 +203,8 @@ def _parse_local(obj: Any, prefix: str, nested: bool) -> Namespace:
                 show_value(sub),
             )
     out["sub_block_shape"] = sub
+    # Ours, not upstream's (which ignores unknown fields): the cache root's size bound in bytes.
+    out["max_cache_bytes"] = parse_byte_size(raw["max_cache_bytes"], f("max_cache_bytes"))
     return Namespace(**out)
 
 

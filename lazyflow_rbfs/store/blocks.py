@@ -8,9 +8,11 @@ immutable); ``publish`` and ``discard_broken`` work under the block's OS lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import stat
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import h5py
@@ -21,7 +23,9 @@ from lazyflow_rbfs.errors import ArgumentError, BlockNotReadyError
 from lazyflow_rbfs.store.grid import BlockGrid, ints
 from lazyflow_rbfs.store.handles import HandleCache, file_key
 from lazyflow_rbfs.store.layout import STATUS_FILE_NAME, BlockLayout, BlockPaths
+from lazyflow_rbfs.store.ledger import Footprint, Ledger
 from lazyflow_rbfs.store.publish import BlockFiles
+from lazyflow_rbfs.store.usage import UseTracker
 
 __all__ = ["BlockStore"]
 
@@ -46,6 +50,10 @@ class BlockStore:
         self.layout = layout
         self.handles = handles
         self.files = files
+        #: The root's footprint ledger, kept up to date by publish and removals when set (caches).
+        self.ledger: Ledger | None = None
+        #: Records reads in ``STATUS.txt`` mtimes when set (caches; see :mod:`~lazyflow_rbfs.store.usage`).
+        self.usage: UseTracker | None = None
 
     @property
     def dtype(self) -> numpy.dtype:
@@ -78,10 +86,11 @@ class BlockStore:
 
     # -- writing --
 
-    def publish(self, block_start: Any, data: Any) -> None:
+    def publish(self, block_start: Any, data: Any) -> Footprint | None:
         """Atomically store a complete block and mark it available. The caller holds the block's lock.
 
-        ``data`` must have exactly the block's disk-clipped shape.
+        ``data`` must have exactly the block's disk-clipped shape. Returns the ledger's record after
+        the publish (``None`` without a ledger).
         """
         paths = self.paths(block_start)
         start = ints(block_start)
@@ -92,12 +101,34 @@ class BlockStore:
                 f"block at {tuple(block_start)} must have the disk-clipped block shape {disk_shape}, "
                 f"got {data.shape}"
             )
-        with self.layout.block_dirs(paths) as (block_fd, file_fd):
+        with self._counted(paths) as counted, self.layout.block_dirs(paths) as (block_fd, file_fd):
+            counted.append(_file_size(paths, file_fd))
             self.files.write(paths, data, file_fd)
+            counted.append(_file_size(paths, file_fd))
             atomic.create_empty(
                 STATUS_FILE_NAME, dir_fd=block_fd, fsync=self.files.fsync, shown=paths.status_path
             )
+        if self.usage is not None:
+            self.usage.published(start)
         logger.debug("published block %s -> %s", self.grid.disk_bounds(start)[0], paths.file_path)
+        return counted[-1] if self.ledger is not None else None
+
+    @contextlib.contextmanager
+    def _counted(self, paths: BlockPaths) -> Iterator[list]:
+        """Count a change of the block file in the ledger: the body appends the file's size before and
+        after; the ledger's record after the change is appended last."""
+        counted: list = []
+        if self.ledger is None:
+            yield counted
+            return
+        with self.ledger.change() as change:
+            try:
+                yield counted
+            finally:
+                if len(counted) >= 2:
+                    before, after = counted[0], counted[-1]
+                    change.add(after - before, int(after > 0) - int(before > 0))
+        counted.append(change.after)
 
     # -- reading --
 
@@ -133,6 +164,7 @@ class BlockStore:
         """
         direct = isinstance(out, numpy.ndarray) and out.flags.c_contiguous and out.dtype == self.dtype
         handles = self.handles
+        usage = self.usage
         for proj in self.grid.projections(start, stop):
             block_start = proj.block_start
             if skip and block_start in skip:
@@ -173,6 +205,8 @@ class BlockStore:
                     "modified in place while it was read; run `rbfs verify --repair`",
                     block_start=block_start,
                 )
+            if usage is not None:
+                usage.used(block_start)
 
     # -- checking and discarding --
 
@@ -210,10 +244,18 @@ class BlockStore:
         through directory descriptors (a symbolic link on the way is refused); return what was removed."""
         removed = []
         try:
-            with self.layout.block_dirs(paths, create=False) as (block_fd, file_fd):
+            with (
+                self._counted(paths) as counted,
+                self.layout.block_dirs(paths, create=False) as (
+                    block_fd,
+                    file_fd,
+                ),
+            ):
                 if status and atomic.remove(STATUS_FILE_NAME, dir_fd=block_fd, shown=paths.status_path):
                     removed.append(paths.status_path)
                 file_dir = os.path.dirname(paths.file_path)
+                if block_file:
+                    counted.extend((_file_size(paths, file_fd), 0))
                 names = ([os.path.basename(paths.file_path)] if block_file else []) + list(near_file)
                 for name in names:
                     path = os.path.join(file_dir, name)
@@ -267,3 +309,12 @@ class BlockStore:
             problem,
         )
         return "discarded", None
+
+
+def _file_size(paths: BlockPaths, file_fd: int) -> int:
+    """Size of the block file (in the directory ``file_fd``) if it is a regular file, else 0."""
+    try:
+        st = os.stat(os.path.basename(paths.file_path), dir_fd=file_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0

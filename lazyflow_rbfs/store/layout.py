@@ -295,6 +295,13 @@ class BlockLayout:
         hi = [s + o for s, o in zip(view_stop, g.view_origin)]
         yield from self._walk_level(0, self.root, (), lo, hi, links)
 
+    def iter_root_block_dirs(self, links: list[str] | None = None) -> Iterator[tuple[tuple[int, ...], str]]:
+        """Like :meth:`iter_block_dirs` over the whole on-disk shape, not only the view: every block the
+        root holds (a root may be shared by descriptions with different views). Starts are in this
+        grid's view coordinates (negative, or past the view, for blocks outside it)."""
+        g = self.grid
+        yield from self._walk_level(0, self.root, (), [0] * g.ndim, list(g.disk_shape), links)
+
     def _walk_level(
         self,
         level: int,

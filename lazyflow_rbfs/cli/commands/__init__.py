@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from lazyflow_rbfs import __version__
 from lazyflow_rbfs.cli import dev
 from lazyflow_rbfs.cli.args import PROG, Parser
-from lazyflow_rbfs.cli.commands import describe, ilastik, prefetch, read, status
+from lazyflow_rbfs.cli.commands import cache, describe, ilastik, prefetch, read, status
 
 __all__ = ["build_parser"]
 
@@ -49,6 +49,8 @@ def build_parser() -> Parser:
     status.add_status(command)
     status.add_verify(command)
     status.add_purge_locks(command)
+    cache.add_gc(command)
+    cache.add_purge(command)
     dev.add_serve(command)
     dev.add_demo(command)
     describe.add_describe(command)

@@ -122,4 +122,10 @@ def _summary_without_failure(report: Any) -> str:
         text += " (" + ", ".join(f"{n} {kind}" for kind, n in sorted(report.error_types.items())) + ")"
     if report.not_attempted:
         text += f", {report.not_attempted} not attempted"
-    return text + f", in {report.seconds:.1f} s"
+    text += f", in {report.seconds:.1f} s"
+    if getattr(report, "not_held", 0):
+        text += (
+            f"; the cache could not hold the whole region: {report.not_held} of its blocks were evicted "
+            "again to stay within max_cache_bytes"
+        )
+    return text

@@ -16,6 +16,7 @@ import numpy as np
 
 from lazyflow_rbfs import geometry
 from lazyflow_rbfs.cli.args import AddCommand, add_description_arg, add_roi_option, format_roi, resolve_roi
+from lazyflow_rbfs.cli.commands.cache import footprint_lines, sized
 from lazyflow_rbfs.cli.exits import EXIT_OK, Failure
 from lazyflow_rbfs.cli.opening import (
     COMPOSITE,
@@ -141,6 +142,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with contextlib.closing(fs):
         start, stop = resolve_roi(args.roi, fs.description.view_shape, fs.description.axes)
         summary = fs.statusSummary(roi=(start, stop))
+        cache = footprint_lines(opened, fs)
     counts = {
         "total": int(summary.total),
         "available": int(summary.available),
@@ -151,6 +153,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         payload = {"description": os.path.abspath(opened.path), "roi": format_roi(start, stop)}
         payload.update(counts)
+        payload.update(cache)
         print(json.dumps(payload, indent=2))
         return EXIT_OK
     total = max(counts["total"], 1)
@@ -161,7 +164,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
     )
     print(f"  partial:   {counts['partial']} (block or temp file without STATUS.txt)")
     print(f"  missing:   {counts['missing']}")
+    if cache:
+        limit = cache["max_cache_bytes"]
+        print(
+            f"cache {cache['cache_dir']}: {sized(cache['footprint_bytes'])} in {cache['footprint_blocks']} "
+            f"block files; limit {'none' if limit is None else sized(limit)}"
+        )
+        age = cache["lru_age_seconds"]
+        print(f"  least recently used block: {'none' if age is None else _age(age) + ' ago'}")
     return EXIT_OK
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

@@ -1,0 +1,88 @@
+"""Use tracking: when each block was last read, shared by every process through ``STATUS.txt``'s mtime.
+
+A read of a block records the use by setting the modification time of the block's (empty,
+upstream-compatible) ``STATUS.txt`` to now, with ``os.utime`` through directory descriptors that never
+follow a symbolic link. Access times are not used (``noatime``/``relatime`` mounts). To keep warm reads
+as fast as before, a tracker remembers when it last recorded each block and records it again only after
+:data:`USE_RECORD_SECONDS`: a hot block costs a dictionary look-up per read, not a write. Least recently
+used therefore means "least recently used, to within :data:`USE_RECORD_SECONDS`".
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from lazyflow_rbfs.errors import CacheWriteError
+from lazyflow_rbfs.store.layout import STATUS_FILE_NAME, BlockLayout
+
+__all__ = ["UseTracker", "USE_RECORD_SECONDS"]
+
+logger = logging.getLogger(__name__)
+
+#: A block's use is written to disk at most once per this many seconds by one tracker.
+USE_RECORD_SECONDS = 10.0
+#: Blocks a tracker remembers (cheap bound: forgetting only costs one more ``utime``).
+_REMEMBERED = 1 << 16
+
+
+class UseTracker:
+    """Records reads of blocks in their ``STATUS.txt`` mtime, at most once per ``interval`` seconds each.
+
+    Parameters
+    ----------
+    layout
+        Where the blocks are.
+    interval
+        Seconds during which a block recorded by this tracker is not recorded again.
+    """
+
+    def __init__(self, layout: BlockLayout, interval: float = USE_RECORD_SECONDS) -> None:
+        self.layout = layout
+        self.interval = interval
+        self.enabled = True
+        self._recorded: dict[Any, float] = {}
+        self._mutex = threading.Lock()
+
+    def used(self, block_start: tuple[int, ...]) -> None:
+        """Note a read of the block (view start); writes its mtime unless recorded recently."""
+        now = time.monotonic()
+        last = self._recorded.get(block_start)
+        if last is not None and now - last < self.interval:
+            return
+        if not self.enabled:
+            return
+        self._remember(block_start, now)
+        self._touch(block_start)
+
+    def published(self, block_start: tuple[int, ...]) -> None:
+        """Note a block just published: its new ``STATUS.txt`` already carries the time of this use."""
+        self._remember(block_start, time.monotonic())
+
+    def _remember(self, block_start: tuple[int, ...], now: float) -> None:
+        recorded = self._recorded
+        if len(recorded) >= _REMEMBERED:
+            with self._mutex:
+                recorded.clear()
+        recorded[block_start] = now
+
+    def _touch(self, block_start: tuple[int, ...]) -> None:
+        paths = self.layout.paths(block_start)
+        try:
+            with self.layout.block_dirs(paths, create=False) as (block_fd, _):
+                os.utime(STATUS_FILE_NAME, dir_fd=block_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass  # evicted or discarded meanwhile: nothing to record
+        except CacheWriteError as exc:  # a planted link on the way: never followed
+            logger.debug("use of block %s not recorded: %s", list(block_start), exc)
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                # A cache we may read but not write (shared read-only): reads work, uses are not recorded.
+                self.enabled = False
+                logger.info("block uses are not recorded in %s: %s", self.layout.root, exc)
+            else:
+                logger.debug("use of block %s not recorded: %s", list(block_start), exc)
