@@ -8,6 +8,7 @@ than ``max_bytes + 1`` bytes of it; a truncated body is a retryable :class:`~.fa
 from __future__ import annotations
 
 import http.client
+import io
 import zlib
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ from lazyflow_rbfs.errors import InvalidResponseError
 from lazyflow_rbfs.remote import redaction
 from lazyflow_rbfs.remote.failures import Failure, transport_failure
 
-__all__ = ["ACCEPT_ENCODING", "read_body", "inflate", "excerpt"]
+__all__ = ["ACCEPT_ENCODING", "read_body", "read_exact", "inflate", "excerpt"]
 
 #: The ``Accept-Encoding`` the client sends: the encodings :func:`inflate` undoes.
 ACCEPT_ENCODING = "gzip, deflate"
@@ -64,7 +65,7 @@ def read_body(
     raw = response.raw
     try:
         if length is not None:
-            body = raw.read(length, decode_content=False)  # one read: cheaper than chunks
+            body = read_exact(raw, length)
         else:
             chunks = bytearray()
             while True:
@@ -98,6 +99,38 @@ def read_body(
     if encoding:
         body = inflate(body, encoding, max_bytes, url, status)
     return body
+
+
+def read_exact(raw: urllib3.HTTPResponse, length: int) -> bytes:
+    """Up to ``length`` bytes of the body of ``raw`` (fewer only if it ends early), undecoded.
+
+    Read straight from the socket into one buffer of the announced size when urllib3 has buffered
+    nothing of the body yet (the usual case): no intermediate chunks, no urllib3 bookkeeping per read.
+    A connection whose body was read to its end goes back to its pool, as urllib3 itself would do.
+    """
+    fp = getattr(raw, "_fp", None)
+    buffered = len(getattr(raw, "_decoded_buffer", ()))
+    if not isinstance(fp, http.client.HTTPResponse) or raw.tell() != 0 or buffered:
+        return raw.read(length, decode_content=False)  # one read: cheaper than chunks
+    # The body is received straight into the storage of a new bytes object (a BytesIO's own buffer):
+    # no copy after the read, and no page of a second buffer to fault in (about 0.5 ms per 512 KiB).
+    holder = io.BytesIO(bytes(length))
+    view = holder.getbuffer()
+    got = 0
+    try:
+        while got < length:
+            n = fp.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    finally:
+        view.release()
+    if got == length and fp.length == 0 and not fp.isclosed():
+        fp.read()  # an empty body: nothing to read, but http.client only ends the response on a read
+    if fp.isclosed():
+        raw.release_conn()
+    body = holder.getvalue()
+    return body if got == length else body[:got]
 
 
 def excerpt(response: requests.Response) -> str:

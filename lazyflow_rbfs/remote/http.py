@@ -46,7 +46,7 @@ from lazyflow_rbfs.errors import (
     ClosedError,
     DownloadError,
 )
-from lazyflow_rbfs.remote import inflight, redaction
+from lazyflow_rbfs.remote import inflight, redaction, transport
 from lazyflow_rbfs.remote.bodies import ACCEPT_ENCODING, excerpt, read_body
 from lazyflow_rbfs.remote.failures import (
     TRANSPORT_ERRORS,
@@ -442,13 +442,7 @@ class HttpClient:
         target = url
         for hops in itertools.count():
             same_origin = home is not None and origin(target) == home
-            response = session.get(
-                target,
-                headers=self._request_headers(same_origin),
-                timeout=self.timeout,
-                stream=True,
-                allow_redirects=False,
-            )
+            response = transport.send(session, target, self._request_headers(same_origin), self.timeout)
             with response:
                 status = response.status_code
                 location = response.headers.get("Location") if status in REDIRECT_STATUSES else None
