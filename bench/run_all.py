@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("cpu_per_byte", "bench_cpu_per_byte.py"),
     ("precomputed_peer", "bench_precomputed_peer.py"),
     ("distributed", "bench_distributed.py"),
+    ("tensorstore_peer", "bench_tensorstore_peer.py"),
 ]
 
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(common.write_markdown())
     data = json.loads(common.RESULTS_JSON.read_text(encoding="utf-8"))
     misses = [
-        f"{key}: {m['name']}"
+        f"{key}: {m['name']}" + (f" ({m['reason']})" if m.get("reason") else "")
         for key, entry in data.get("benchmarks", {}).items()
         for m in entry["metrics"]
         if m["verdict"] == "MISS"
