@@ -8,7 +8,7 @@ process) per GiB of voxels downloaded by ``downloadAllBlocks`` into an empty cac
   ``create_dataset(data=...)``), measured in the same round.
 * Informative: the straightforward peer script's CPU per GiB (requests + threads + h5py).
 
-Target: ≤ 1.5× the baseline.
+Target: ≤ 2.5× the baseline (issue 13; was 1.5×).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
             ours,
             base,
             op="<=",
-            target=1.5,
+            target=2.5,
             unit="s/GiB",
             baseline_name="h5py write",
             higher_is_better=False,
@@ -88,6 +88,12 @@ def main(argv: list[str] | None = None) -> dict:
             higher_is_better=False,
         ),
     ]
+    if metrics[0].passed is False:
+        metrics[0].reason = (
+            f"the baseline only writes arrays already in memory; a straightforward requests + h5py client "
+            f"(no locks, no atomic publish, no fsync) costs {metrics[1].ratio:.2f}× it in the same run, "
+            f"ours {metrics[0].ratio:.2f}× (receive, validate, lock, publish with 4 fsyncs per block)"
+        )
     params = {
         "shape": shape,
         "block": block,
