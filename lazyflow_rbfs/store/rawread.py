@@ -147,8 +147,20 @@ class RawBlocks:
         if whole_rows and target.flags.c_contiguous and target.nbytes == span:
             _pread_into(fd, memoryview(target.reshape(-1).view(numpy.uint8)), layout.offset + first)
             return
-        scratch = self._scratch(span)[:span]
-        _pread_into(fd, memoryview(scratch), layout.offset + first)
+        planes = stops[0] - starts[0]
+        if len(shape) > 1 and planes > 1 and span > 2 * target.nbytes:
+            # A thin part of several planes: read each plane's part, not the planes in between.
+            inner = first - starts[0] * strides[0]
+            part = span - (planes - 1) * strides[0]
+            scratch = self._scratch(planes * part)[: planes * part]
+            view = memoryview(scratch)
+            for i in range(planes):
+                position = layout.offset + (starts[0] + i) * strides[0] + inner
+                _pread_into(fd, view[i * part : (i + 1) * part], position)
+            strides[0] = part
+        else:
+            scratch = self._scratch(span)[:span]
+            _pread_into(fd, memoryview(scratch), layout.offset + first)
         region = numpy.lib.stride_tricks.as_strided(
             scratch.view(layout.dtype),
             shape=tuple(b - a for a, b in zip(starts, stops)),
