@@ -152,21 +152,28 @@ def excerpt(response: requests.Response) -> str:
 
 
 def inflate(body: bytes, encoding: str, limit: int | None, url: str, status: int) -> bytes:
-    """Undo an HTTP ``Content-Encoding`` without ever holding more than ``limit + 1`` bytes of output."""
-    out = bytearray()
+    """Undo an HTTP ``Content-Encoding`` without ever holding more than ``limit + 1`` bytes of output.
+
+    The inflated members are kept as the ``bytes`` zlib returns: a body of one member (the usual case)
+    is returned as it was inflated, without a copy.
+    """
+    pieces: list[bytes] = []
+    total = 0
     rest = body
     wbits = 16 + zlib.MAX_WBITS if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
     try:
         while rest:
             inflater = zlib.decompressobj(wbits)
             try:
-                out += inflater.decompress(rest, 0 if limit is None else limit + 1 - len(out))
+                piece = inflater.decompress(rest, 0 if limit is None else limit + 1 - total)
             except zlib.error:
-                if encoding != "deflate" or wbits < 0 or out:
+                if encoding != "deflate" or wbits < 0 or total:
                     raise
                 wbits = -zlib.MAX_WBITS  # a raw deflate stream, as some servers send
                 continue
-            if limit is not None and (len(out) > limit or inflater.unconsumed_tail):
+            pieces.append(piece)
+            total += len(piece)
+            if limit is not None and (total > limit or inflater.unconsumed_tail):
                 raise Failure(
                     InvalidResponseError,
                     f"response from {url} inflates (Content-Encoding {encoding}) to more than the {limit} "
@@ -186,7 +193,7 @@ def inflate(body: bytes, encoding: str, limit: int | None, url: str, status: int
             counted=False,
             status=status,
         ) from None
-    return bytes(out)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _content_length(response: requests.Response) -> int | None:
