@@ -7,6 +7,7 @@ client's port (one port = one connection) and the request line as it arrived.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import threading
 
@@ -106,3 +107,15 @@ def test_urls_are_sent_as_requests_sends_them(server, path, sent):
     with HttpClient(max_parallel=1) as client:
         assert client.get(_url(server, path)) == b"path " + sent.encode("ascii")
     assert [p for _, p, _ in server.log] == [sent]
+
+
+def test_netrc_credentials_are_still_sent(server, tmp_path, monkeypatch):
+    # requests adds the ~/.netrc credentials of a host; the direct path leaves such hosts to requests.
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password pw-123\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with HttpClient(max_parallel=1) as client:
+        assert client.get(_url(server, "/small")) == BODIES["/small"]
+    ((_, _, headers),) = server.log
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"someone:pw-123").decode("ascii")

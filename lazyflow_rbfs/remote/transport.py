@@ -9,8 +9,9 @@ half of the client's CPU per request (see bench/README.md). Everything else is u
 still follows redirects, reads the body (:mod:`.bodies`), and translates errors; failures are raised as
 the same ``requests`` exceptions ``Session.get`` raises.
 
-A URL that needs a proxy (``http_proxy``, ``https_proxy``, ``no_proxy``), or that ``requests`` would
-rewrite (non-ASCII, unquoted characters), goes through ``Session.get`` as before.
+A URL that needs a proxy (``http_proxy``, ``https_proxy``, ``no_proxy``), whose host has credentials in
+``~/.netrc`` (``NETRC``), or that ``requests`` would rewrite (non-ASCII, unquoted characters), goes
+through ``Session.get`` as before.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from requests.utils import requote_uri, select_proxy
+from requests.utils import get_netrc_auth, requote_uri, select_proxy
 from urllib3.exceptions import (
     ClosedPoolError,
     ConnectTimeoutError,
@@ -93,6 +94,7 @@ def _route(session: requests.Session, url: str, parts: Any) -> _Route | None:
     if (
         isinstance(adapter, HTTPAdapter)
         and select_proxy(url, env["proxies"]) is None
+        and not (session.trust_env and get_netrc_auth(url))  # requests adds ~/.netrc credentials
         and hasattr(adapter, "build_connection_pool_key_attributes")
     ):
         prepared = requests.PreparedRequest()
