@@ -40,6 +40,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         body = BODIES.get(self.path.split("?")[0], b"path " + self.path.encode("ascii"))
         self.send_response(200)
+        if self.path == "/cookie":
+            self.send_header("Set-Cookie", "session=s-42; Path=/")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -119,3 +121,12 @@ def test_netrc_credentials_are_still_sent(server, tmp_path, monkeypatch):
         assert client.get(_url(server, "/small")) == BODIES["/small"]
     ((_, _, headers),) = server.log
     assert headers["Authorization"] == "Basic " + base64.b64encode(b"someone:pw-123").decode("ascii")
+
+
+def test_a_cookie_a_server_sets_is_sent_back_to_it(server):
+    with HttpClient(max_parallel=1) as client:
+        client.get(_url(server, "/small"))
+        client.get(_url(server, "/cookie"))
+        client.get(_url(server, "/small"))
+    cookies = [headers.get("Cookie") for _, _, headers in server.log]
+    assert cookies == [None, None, "session=s-42"]

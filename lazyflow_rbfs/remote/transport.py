@@ -11,7 +11,8 @@ the same ``requests`` exceptions ``Session.get`` raises.
 
 A URL that needs a proxy (``http_proxy``, ``https_proxy``, ``no_proxy``), whose host has credentials in
 ``~/.netrc`` (``NETRC``), or that ``requests`` would rewrite (non-ASCII, unquoted characters), goes
-through ``Session.get`` as before.
+through ``Session.get`` as before, and so does every request of a session once a server set a cookie
+(kept in the session's jar here as ``requests`` keeps it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.cookies import extract_cookies_to_jar
 from requests.utils import get_netrc_auth, requote_uri, select_proxy
 from urllib3.exceptions import (
     ClosedPoolError,
@@ -119,7 +121,8 @@ def send(
     """
     parts = urlsplit(url)
     route = None
-    if url.isascii() and parts.scheme in ("http", "https") and requote_uri(url) == url:
+    plain = url.isascii() and parts.scheme in ("http", "https") and requote_uri(url) == url
+    if plain and not session.cookies:  # cookies a server set are sent by requests, as before
         route = _route(session, url, parts)
     if route is None:
         return session.get(url, headers=headers, timeout=timeout, stream=True, allow_redirects=False)
@@ -163,4 +166,9 @@ def send(
         raise requests.ReadTimeout(err) from err
     except _HTTPError:
         raise
+    if raw.headers.get("Set-Cookie"):
+        # Kept in the session's jar as requests would (later requests then go through requests).
+        prepared = requests.PreparedRequest()
+        prepared.prepare(method="GET", url=url, headers=merged)
+        extract_cookies_to_jar(session.cookies, prepared, raw)
     return Response(raw)
