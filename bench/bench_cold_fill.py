@@ -221,6 +221,13 @@ def main(argv: list[str] | None = None) -> dict:
             f"{med(r['seconds'] for r in results['nosync']) * 1000:.0f} ms "
             f"(with: {metrics[0].ours * 1000:.0f} ms)"
         )
+    if metrics[1].passed is False:
+        metrics[1].reason = (
+            f"client CPU ours {metrics[3].ours * 1000:.0f} ms vs peer {metrics[3].baseline * 1000:.0f} ms; "
+            f"the "
+            f"peer writes without fsync, ours with fsync=False took "
+            f"{statistics.median(r['seconds'] for r in results['nosync']) * 1000:.0f} ms"
+        )
     params = {
         "shape": shape,
         "block": block,

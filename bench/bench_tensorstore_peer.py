@@ -10,6 +10,7 @@ spawned process (10 ms injected latency per request), chunks raw and, in a secon
   ``{"driver": "neuroglancer_precomputed", "kvstore": {"driver": "http", ...}}`` with a fresh in-memory
   ``cache_pool`` and ``http_request_concurrency`` 16, then ``read()`` of the region (both timed: its open
   is its ``info`` request, as ours is inside ``readData``).
+* informative: ours cold with ``fsync=False`` (tensorstore writes nothing to disk).
 * a second process reading the same region (a new Python process per round; imports untimed, then open
   + read timed inside it): rbfs finds every block in the disk cache of the cold round (0 requests);
   tensorstore has only its in-memory cache, which died with the first process, so it downloads again.
@@ -64,11 +65,13 @@ def ts_spec(url: str, parallel: int) -> dict[str, Any]:
     }
 
 
-def read_rbfs(desc: str, start: tuple, stop: tuple, parallel: int) -> tuple[np.ndarray, float]:
+def read_rbfs(
+    desc: str, start: tuple, stop: tuple, parallel: int, fsync: bool = True
+) -> tuple[np.ndarray, float]:
     from lazyflow_rbfs import RESTfulBlockwiseFileset
 
     t0 = time.perf_counter()
-    fs = RESTfulBlockwiseFileset(desc, max_parallel=parallel)
+    fs = RESTfulBlockwiseFileset(desc, max_parallel=parallel, fsync=fsync)
     try:
         data = fs.readData((start, stop))
     finally:
@@ -131,6 +134,7 @@ def run_variant(cfg: dict[str, Any], gzip: bool, repeats: int, seed: int, nchunk
     out: dict[str, list] = {
         "rbfs_cold": [],
         "ts_cold": [],
+        "rbfs_nosync_cold": [],
         "rbfs_second": [],
         "ts_second": [],
         "requests": [],
@@ -150,9 +154,13 @@ def run_variant(cfg: dict[str, Any], gzip: bool, repeats: int, seed: int, nchunk
             common.empty_dir(work)
             work.mkdir(parents=True)
             desc = describe_source(url, work / "volume.json", block_shape=cfg["chunk_zyx"], cache_dir="cache")
+            scratch = describe_source(
+                url, work / "nosync.json", block_shape=cfg["chunk_zyx"], cache_dir="nosync"
+            )
             reads = {
                 "rbfs_cold": lambda desc=desc: read_rbfs(desc, start, stop, cfg["parallel"]),
                 "ts_cold": lambda: read_ts(url, start, stop, cfg["parallel"]),
+                "rbfs_nosync_cold": lambda d=scratch: read_rbfs(d, start, stop, cfg["parallel"], fsync=False),
             }
             order = list(reads) if i % 2 == 0 else list(reversed(reads))
             round_requests = {}
@@ -175,7 +183,13 @@ def run_variant(cfg: dict[str, Any], gzip: bool, repeats: int, seed: int, nchunk
                     raise SystemExit(f"{key}: the second process read other voxels than the source")
                 if i:
                     out[key].append(result["seconds"])
-            expected = {"rbfs_cold": nchunks, "ts_cold": nchunks, "rbfs_second": 0, "ts_second": nchunks}
+            expected = {
+                "rbfs_cold": nchunks,
+                "ts_cold": nchunks,
+                "rbfs_nosync_cold": nchunks,
+                "rbfs_second": 0,
+                "ts_second": nchunks,
+            }
             if round_requests != expected:
                 raise SystemExit(f"chunk requests per read {round_requests}, expected {expected}")
             out["requests"].append(round_requests)
@@ -226,6 +240,17 @@ def main(argv: list[str] | None = None) -> dict:
                 **kw,
             )
         )
+        metrics.append(
+            common.ratio_metric(
+                f"{label}: cold with fsync=False vs tensorstore (info)",
+                r["rbfs_nosync_cold"],
+                r["ts_cold"],
+                op=None,
+                target=None,
+                baseline_name="tensorstore",
+                **kw,
+            )
+        )
         # A speed-up: tensorstore's time / ours (the series swapped), so "≥ 5×" reads as the issue says;
         # the ours/baseline columns then show our time and tensorstore's.
         second = common.ratio_metric(
@@ -240,12 +265,14 @@ def main(argv: list[str] | None = None) -> dict:
         )
         second.ours, second.baseline = second.baseline, second.ours
         metrics.append(second)
-        cold = metrics[-2]
+        cold, nosync = metrics[-3], metrics[-2]
         if cold.passed is False:
             cold.reason = (
                 f"ours {cold.ours * 1000:.0f} ms vs tensorstore {cold.baseline * 1000:.0f} ms for {nchunks} "
                 f"requests at {cfg['latency'] * 1000:.0f} ms latency, {cfg['parallel']} in flight (latency "
-                f"floor {common.ceil_div(nchunks, cfg['parallel']) * cfg['latency'] * 1000:.0f} ms)"
+                f"floor {common.ceil_div(nchunks, cfg['parallel']) * cfg['latency'] * 1000:.0f} ms); "
+                f"tensorstore keeps the chunks in memory only, ours writes each block file durably: with "
+                f"fsync=False ours takes {nosync.ours * 1000:.0f} ms ({nosync.ratio:.2f}×)"
             )
         if second.passed is False:
             second.reason = (

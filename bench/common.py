@@ -224,6 +224,13 @@ def machine_info() -> dict[str, Any]:
             versions[mod] = __import__(mod).__version__
         except ImportError:
             pass
+    import importlib.metadata
+
+    for dist in ("cloud-volume", "tensorstore"):  # the peers (not imported here: slow, heavy)
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
