@@ -6,13 +6,15 @@ process) per GiB of voxels downloaded by ``downloadAllBlocks`` into an empty cac
 
 * Baseline: the CPU cost of just writing the same arrays with h5py (one file per block,
   ``create_dataset(data=...)``), measured in the same round.
-* Informative: the straightforward peer script's CPU per GiB (requests + threads + h5py).
+* Informative: the straightforward peer script's CPU per GiB (requests + threads + h5py), and ours with
+  ``fsync=False`` (what the four fsyncs per block cost in CPU).
 
-Target: ≤ 1.5× the baseline.
+Target: ≤ 2.5× the baseline (issue 13; was 1.5×).
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import common
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
         for start, stop in common.block_grid(shape, block)
     ]
     del volume
-    ours, base, peer = [], [], []
+    ours, base, peer, nosync = [], [], [], []
     with common.temp_dir("cpu") as tmp, common.ServerProcess(shape, latency=0.0, seed=21) as server:
         dataset = server.info["dataset"]
         check(rbfs_fill(server, tmp / "warm", block, parallel), nblocks, parallel, "rbfs")  # warm-up
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> dict:
             check(r, nblocks, parallel, "rbfs")
             ours.append(r["cpu"] / gib)
             common.empty_dir(tmp / f"rbfs-{i}")
+            n = rbfs_fill(server, tmp / f"nosync-{i}", block, parallel, fsync=False)
+            check(n, nblocks, parallel, "rbfs fsync=False")
+            nosync.append(n["cpu"] / gib)
+            common.empty_dir(tmp / f"nosync-{i}")
             p = peer_fill(server, tmp / f"peer-{i}", block, parallel)
             check(p, nblocks, parallel, "peer")
             peer.append(p["cpu"] / gib)
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
             ours,
             base,
             op="<=",
-            target=1.5,
+            target=2.5,
             unit="s/GiB",
             baseline_name="h5py write",
             higher_is_better=False,
@@ -87,7 +93,26 @@ def main(argv: list[str] | None = None) -> dict:
             baseline_name="h5py write",
             higher_is_better=False,
         ),
+        common.ratio_metric(
+            "client CPU s/GiB with fsync=False vs h5py write (info)",
+            nosync,
+            base,
+            op=None,
+            target=None,
+            unit="s/GiB",
+            baseline_name="h5py write",
+            higher_is_better=False,
+        ),
     ]
+    if metrics[0].passed is False:
+        fsync_ms = (statistics.median(ours) - statistics.median(nosync)) * gib / nblocks * 1000
+        metrics[0].reason = (
+            f"the baseline only writes arrays already in memory (no fsync); the four fsyncs per block "
+            f"(API.md durability) cost {statistics.median(ours) - statistics.median(nosync):.2f} s/GiB "
+            f"({fsync_ms:.2f} ms per block) of client CPU: with fsync=False ours is "
+            f"{metrics[2].ratio:.2f}×; a requests + h5py script without locks, atomic publish or fsync is "
+            f"{metrics[1].ratio:.2f}×"
+        )
     params = {
         "shape": shape,
         "block": block,
@@ -98,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rbfs_cpu_s_per_gib": common.summarize(ours),
         "h5py_write_cpu_s_per_gib": common.summarize(base),
         "peer_cpu_s_per_gib": common.summarize(peer),
+        "rbfs_nosync_cpu_s_per_gib": common.summarize(nosync),
     }
     return common.report("cpu_per_byte", "5. CPU per byte", metrics, params, args.quick)
 

@@ -17,15 +17,16 @@ precomputed chunk size (z, y, x), so both fetch exactly the same chunks.
   counter proves 0 requests for both.
 
 cloud-volume runs twice: with its defaults (its disk cache gzips raw chunks) and, as information, with
-``compress_cache=False``. Ratios are rbfs time / cloud-volume time (≤ 1.0: we are faster), targets ≤ 1×
-cold and warm against the default cloud-volume. The cloud-volume cutout is (x, y, z, c) in Fortran order;
-its (z, y, x) view is a zero-copy transpose outside the timed section (the comparison with the source is
-untimed for both).
+``compress_cache=False``. Ratios are rbfs time / cloud-volume time (≤ 1.0: we are faster), targets ≤ 0.8×
+cold and warm against the default cloud-volume (issue 13; was 1×). The cloud-volume cutout is (x, y, z, c)
+in Fortran order; its (z, y, x) view is a zero-copy transpose outside the timed section (the comparison
+with the source is untimed for both).
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,12 @@ QUICK = {
 def _timed(server: common.ServerProcess, read: Any, arg: Any) -> tuple[Any, dict[str, Any]]:
     """Run ``read(arg)`` with the server's counters reset; its result, wall and CPU seconds, server stats."""
     server.call("reset")
+    s0 = server.call("cpu")
     c0, t0 = common.cpu_seconds(), time.perf_counter()
     data = read(arg)
     seconds, cpu = time.perf_counter() - t0, common.cpu_seconds() - c0
-    return data, {"seconds": seconds, "cpu": cpu, "stats": server.call("stats")}
+    server_cpu = server.call("cpu") - s0
+    return data, {"seconds": seconds, "cpu": cpu, "server_cpu": server_cpu, "stats": server.call("stats")}
 
 
 def rbfs_round(
@@ -190,13 +193,13 @@ def variant_metrics(
         return [r[phase][key] for r in results[who]]
 
     kw: dict[str, Any] = {"unit": "s", "higher_is_better": False}
-    return [
+    metrics = [
         common.ratio_metric(
             f"{label}: cold read of {nchunks} chunks vs cloud-volume",
             series("rbfs", "cold"),
             series("cv", "cold"),
             op="<=",
-            target=1.0,
+            target=0.8,
             baseline_name="cloud-volume",
             **kw,
         ),
@@ -205,7 +208,7 @@ def variant_metrics(
             series("rbfs", "warm"),
             series("cv", "warm"),
             op="<=",
-            target=1.0,
+            target=0.8,
             baseline_name="cloud-volume",
             note="0 requests each",
             **kw,
@@ -238,6 +241,21 @@ def variant_metrics(
             **kw,
         ),
     ]
+    cold, warm = metrics[0], metrics[1]
+    med = statistics.median
+    if cold.passed is False:
+        cold.reason = (
+            f"client CPU {med(series('rbfs', 'cold', 'cpu')) * 1000:.0f} ms vs cloud-volume "
+            f"{med(series('cv', 'cold', 'cpu')) * 1000:.0f} ms; server CPU "
+            f"{med(series('rbfs', 'cold', 'server_cpu')) * 1000:.0f} ms during ours for {nchunks} chunks"
+        )
+    if warm.passed is False:
+        warm.reason = (
+            f"{med(series('rbfs', 'warm')) / nchunks * 1000:.2f} ms per block for a fresh reader (open the "
+            f"fileset, then per block: status, HDF5 open, read) vs cloud-volume "
+            f"{med(series('cv', 'warm')) / nchunks * 1000:.2f} ms per chunk file"
+        )
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -6,8 +6,14 @@ workloads: the whole view in one ``readData``, and 1,000 random 64³ rois.
 * Baseline (the limit for this layout): plain h5py reading the same block files into the same output
   array with ``read_direct``, every file opened once beforehand and the handles reused.
 * Peer: zarr v3 ``LocalStore``, same chunking, uncompressed, reading into the same output array.
+* Floor: the page cache itself. The voxels of each block file (a contiguous dataset at a known offset)
+  read with plain system calls, file descriptors opened beforehand: per block and plane one
+  ``os.preadv`` of the rows holding the needed part (one for all planes when whole planes are needed)
+  into a reused buffer, then one numpy copy into the output array.
+  (``preadv`` straight into the output's rows was slower: one iovec per 256-byte row.)
 
-Targets: whole view ≥ 0.9× the h5py limit and ≥ 1.0× zarr; random rois ≥ 0.8× the limit.
+Targets: whole view ≥ 0.95× the h5py limit and ≥ 1.0× zarr; random rois ≥ 0.85× the limit; as a
+stretch, both ≥ 0.7× the page-cache floor.
 """
 
 from __future__ import annotations
@@ -85,6 +91,55 @@ class H5Limit:
             f.close()
 
 
+class PageCacheFloor:
+    """The floor: each block's bytes read with ``os.preadv`` from descriptors opened beforehand."""
+
+    def __init__(self, blocks: list, block_shape: tuple[int, ...]) -> None:
+        import os
+
+        self.block_shape = block_shape
+        self.fds: dict[tuple[int, ...], tuple[int, int]] = {}
+        for start, file_path, internal in blocks:
+            with h5py.File(file_path, "r") as f:
+                offset = f[internal].id.get_offset()
+            if offset is None:
+                raise SystemExit(f"{file_path}: the dataset is not contiguous; no page-cache floor")
+            self.fds[start] = (os.open(file_path, os.O_RDONLY), int(offset))
+        self.scratch = np.empty(int(np.prod(block_shape)), dtype=np.uint8)
+
+    def read(self, start: tuple[int, ...], stop: tuple[int, ...], out: np.ndarray) -> None:
+        import os
+
+        bz, by, bx = self.block_shape
+        ranges = [range((s // b) * b, e, b) for s, e, b in zip(start, stop, self.block_shape)]
+        for key in itertools.product(*ranges):
+            fd, offset = self.fds[key]
+            lo = [max(s, k) for s, k in zip(start, key)]
+            hi = [min(e, k + b) for e, k, b in zip(stop, key, self.block_shape)]
+            (z0, y0, x0), (z1, y1, x1) = ([a - k for a, k in zip(p, key)] for p in (lo, hi))
+            (oz, oy, ox) = (a - s for a, s in zip(lo, start))
+            target = out[oz : oz + z1 - z0, oy : oy + y1 - y0, ox : ox + x1 - x0]
+            # Per plane, the rows holding the needed part (whole planes: one read of them all).
+            part = (y1 - y0) * bx
+            if (y0, y1) == (0, by):
+                os.preadv(fd, [self.scratch[: (z1 - z0) * part]], offset + z0 * by * bx)
+            else:
+                for i in range(z1 - z0):
+                    os.preadv(
+                        fd, [self.scratch[i * part : (i + 1) * part]], offset + (z0 + i) * by * bx + y0 * bx
+                    )
+            planes = np.lib.stride_tricks.as_strided(
+                self.scratch, shape=(z1 - z0, y1 - y0, bx), strides=(part, bx, 1)
+            )
+            target[...] = planes[:, :, x0:x1]
+
+    def close(self) -> None:
+        import os
+
+        for fd, _ in self.fds.values():
+            os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = common.parse_args(__doc__, argv)
     cfg = QUICK if args.quick else FULL
@@ -117,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         z[...] = data
         h5 = H5Limit(blocks, block, shape)
+        floor = PageCacheFloor(blocks, block)
         setup_s = time.perf_counter() - t0
 
         out = np.empty(shape, dtype=np.uint8)
@@ -130,6 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
 
         def h5_view() -> None:
             h5.read(full[0], full[1], out)
+
+        def floor_view() -> None:
+            floor.read(full[0], full[1], out)
 
         def zarr_view() -> None:
             z.get_basic_selection(everything, out=zout)
@@ -145,12 +204,16 @@ def main(argv: list[str] | None = None) -> dict:
             for start, stop in rois:
                 h5.read(start, stop, roi_out)
 
+        def floor_rois() -> None:
+            for start, stop in rois:
+                floor.read(start, stop, roi_out)
+
         def zarr_rois() -> None:
             for start, stop in rois:
                 z.get_basic_selection(tuple(slice(a, b) for a, b in zip(start, stop)), out=zroi_out)
 
         # Correctness first (untimed): all three read the same voxels.
-        for fn in (rbfs_view, h5_view, zarr_view):
+        for fn in (rbfs_view, h5_view, zarr_view, floor_view):
             out.fill(0)
             fn()
             if not np.array_equal(out, data):
@@ -162,13 +225,21 @@ def main(argv: list[str] | None = None) -> dict:
             ok = np.array_equal(roi_out, expect)
             roi_out.fill(0)
             h5.read(start, stop, roi_out)
+            ok = ok and np.array_equal(roi_out, expect)
+            roi_out.fill(0)
+            floor.read(start, stop, roi_out)
             if not (ok and np.array_equal(roi_out, expect)):
                 raise SystemExit("roi read returned wrong data")
         del data
 
-        views = common.interleaved({"h5py": h5_view, "rbfs": rbfs_view, "zarr": zarr_view}, view_repeats)
-        roi_t = common.interleaved({"h5py": h5_rois, "rbfs": rbfs_rois, "zarr": zarr_rois}, repeats)
+        views = common.interleaved(
+            {"h5py": h5_view, "rbfs": rbfs_view, "zarr": zarr_view, "floor": floor_view}, view_repeats
+        )
+        roi_t = common.interleaved(
+            {"h5py": h5_rois, "rbfs": rbfs_rois, "zarr": zarr_rois, "floor": floor_rois}, repeats
+        )
         h5.close()
+        floor.close()
         fs.close()
 
     def thr(times: list[float], n: int) -> list[float]:
@@ -182,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
             view_mib["rbfs"],
             view_mib["h5py"],
             op=">=",
-            target=0.9,
+            target=0.95,
             unit="MiB/s",
             baseline_name="h5py",
             higher_is_better=True,
@@ -202,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
             roi_mib["rbfs"],
             roi_mib["h5py"],
             op=">=",
-            target=0.8,
+            target=0.85,
             unit="MiB/s",
             baseline_name="h5py",
             higher_is_better=True,
@@ -217,7 +288,57 @@ def main(argv: list[str] | None = None) -> dict:
             baseline_name="zarr",
             higher_is_better=True,
         ),
+        common.ratio_metric(
+            "whole view vs page-cache floor (stretch)",
+            view_mib["rbfs"],
+            view_mib["floor"],
+            op=">=",
+            target=0.7,
+            unit="MiB/s",
+            baseline_name="floor",
+            higher_is_better=True,
+        ),
+        common.ratio_metric(
+            f"{cfg['rois']} random 64³ rois vs page-cache floor (stretch)",
+            roi_mib["rbfs"],
+            roi_mib["floor"],
+            op=">=",
+            target=0.7,
+            unit="MiB/s",
+            baseline_name="floor",
+            higher_is_better=True,
+        ),
+        common.ratio_metric(
+            "h5py limit vs page-cache floor, whole view (info)",
+            view_mib["h5py"],
+            view_mib["floor"],
+            op=None,
+            target=None,
+            unit="MiB/s",
+            baseline_name="floor",
+            higher_is_better=True,
+        ),
+        common.ratio_metric(
+            f"h5py limit vs page-cache floor, {cfg['rois']} rois (info)",
+            roi_mib["h5py"],
+            roi_mib["floor"],
+            op=None,
+            target=None,
+            unit="MiB/s",
+            baseline_name="floor",
+            higher_is_better=True,
+        ),
     ]
+    for m in metrics:
+        if m.passed is False:
+            which = "rois" if "rois" in m.name else "view"
+            times = roi_t if which == "rois" else views
+            med = {k: common.summarize(v)["median"] * 1000 for k, v in times.items()}
+            m.reason = (
+                f"median times ({which}): ours {med['rbfs']:.1f} ms, h5py {med['h5py']:.1f} ms, floor "
+                f"{med['floor']:.1f} ms; per block ours also tests STATUS.txt, opens, fstats (before and "
+                f"after) and closes the file (the floor keeps descriptors open and checks nothing)"
+            )
     params = {
         "shape": shape,
         "block": block,

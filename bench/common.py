@@ -113,6 +113,8 @@ class Metric:
     note: str = ""
     passed: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Why a missed target was missed, from figures measured in the same run (printed with MISS).
+    reason: str = ""
 
     def __post_init__(self) -> None:
         if self.op is not None and self.passed is None:
@@ -133,6 +135,7 @@ class Metric:
             f"target {self.target_text():<8} {self.verdict:<4}  "
             f"(ours {_fmt(self.ours, self.unit)}, {self.baseline_name} {_fmt(self.baseline, self.unit)}, "
             f"n={self.repeats}){'  ' + self.note if self.note else ''}"
+            + (f"\n      why: {self.reason}" if self.reason and self.passed is False else "")
         )
 
 
@@ -220,6 +223,13 @@ def machine_info() -> dict[str, Any]:
         try:
             versions[mod] = __import__(mod).__version__
         except ImportError:
+            pass
+    import importlib.metadata
+
+    for dist in ("cloud-volume", "tensorstore"):  # the peers (not imported here: slow, heavy)
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return {
         "cpu": cpu,
@@ -511,6 +521,9 @@ def report(benchmark: str, title: str, metrics: list[Metric], params: dict[str, 
         except (OSError, ValueError):
             data = {}
     data["machine"] = machine_info()
+    entry["load_average"] = [round(x, 2) for x in os.getloadavg()]  # how busy the machine was
+    loads = " ".join(str(x) for x in entry["load_average"])
+    print(f"  (load average at the end: {loads} on {os.cpu_count()} cores)")
     data.setdefault("benchmarks", {})[benchmark] = entry
     tmp = RESULTS_JSON.with_suffix(".json.partial")
     tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
@@ -528,7 +541,16 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-ORDER = ["warm_read", "cold_fill", "contention", "scale", "cpu_per_byte", "precomputed_peer", "distributed"]
+ORDER = [
+    "warm_read",
+    "cold_fill",
+    "contention",
+    "scale",
+    "cpu_per_byte",
+    "precomputed_peer",
+    "distributed",
+    "tensorstore_peer",
+]
 
 
 def write_markdown(path: Path = RESULTS_MD) -> str:
@@ -556,6 +578,17 @@ def write_markdown(path: Path = RESULTS_MD) -> str:
                 f"**{met['verdict']}** | {_fmt(met['ours'], met['unit'])} | "
                 f"{met['baseline_name']}: {_fmt(met['baseline'], met['unit'])} | {met['repeats']} |"
             )
+    why = [
+        f"* {entry['title']}: {met['name']}: {met['reason']}"
+        for entry in benches.values()
+        for met in entry["metrics"]
+        if met["verdict"] == "MISS" and met.get("reason")
+    ]
+    if why:
+        lines += ["", "Why the misses were missed (measured in the same run):", "", *why]
+    loads = [f"{e['title']} {e['load_average'][0]}" for e in benches.values() if e.get("load_average")]
+    if loads:
+        lines += ["", "Load average (1 min) at the end of each benchmark: " + ", ".join(loads) + "."]
     text = "\n".join(lines) + "\n"
     path.write_text(text, encoding="utf-8")
     return text

@@ -27,6 +27,7 @@ BENCHMARKS = [
     ("distributed", "bench_distributed.py"),
     ("formats_peers", "formats_peers.py"),
     ("cache_size", "cache_size.py"),
+    ("tensorstore_peer", "bench_tensorstore_peer.py"),
 ]
 
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     print(common.write_markdown())
     data = json.loads(common.RESULTS_JSON.read_text(encoding="utf-8"))
     misses = [
-        f"{key}: {m['name']}"
+        f"{key}: {m['name']}" + (f" ({m['reason']})" if m.get("reason") else "")
         for key, entry in data.get("benchmarks", {}).items()
         for m in entry["metrics"]
         if m["verdict"] == "MISS"

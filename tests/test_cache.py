@@ -438,7 +438,15 @@ def test_download_all_blocks_max_parallel_is_honoured_above_the_fileset_default(
 
 
 @pytest.mark.skipif(not HAVE_PROC, reason="needs /proc")
-def test_cold_read_copies_downloaded_blocks_from_memory_not_back_from_disk(desc, volume):
+def test_cold_read_copies_downloaded_blocks_from_memory_not_back_from_disk(server, tmp_path, volume):
+    # Compressed blocks, read through HDF5 handles, which stay open: an open file shows a read from disk.
+    # (Contiguous blocks are read with pread and closed at once: test_store's
+    # test_contiguous_blocks_are_read_without_holding_a_file_open.)
+    desc = Path(
+        server.write_description(
+            tmp_path / "volume.json", block_shape=BLOCK, cache_dir="cache", compression="gzip"
+        )
+    )
     with RESTfulBlockwiseFileset(str(desc)) as vol:
         got = vol.readData(((3, 10, 20), (20, 90, 70)))
         # nothing was read back from the files just written (reads keep the block files they open open)

@@ -538,7 +538,8 @@ def test_publish_block_hook(tmp_path):
 
 
 def test_handle_cache_is_bounded(tmp_path):
-    path = write_desc(tmp_path, shape=[10, 10, 20], block_shape=[2, 2, 10])  # 50 blocks
+    # Compressed blocks: reads go through HDF5 handles (contiguous ones are read with pread, see below).
+    path = write_desc(tmp_path, shape=[10, 10, 20], block_shape=[2, 2, 10], compression="gzip")  # 50 blocks
     source = volume((10, 10, 20))
     with BlockwiseFileset(path, "a") as fs:
         fill(fs, source)
@@ -574,6 +575,26 @@ class _SignallingCondition(threading.Condition):
     def wait(self, timeout=None):
         self.waiting.set()
         return super().wait(timeout)
+
+
+def test_contiguous_blocks_are_read_without_holding_a_file_open(tmp_path):
+    # Blocks this package wrote contiguous are read with pread (store/rawread.py): no HDF5 handle is
+    # opened or kept, and no descriptor of a block file stays open after a read.
+    path = write_desc(tmp_path, shape=[10, 10, 20], block_shape=[2, 2, 10])
+    source = volume((10, 10, 20))
+    with BlockwiseFileset(path, "a") as fs:
+        fill(fs, source)
+    root = tmp_path / "blocks"
+    with BlockwiseFileset(path, max_open_files=4) as fs:
+        for start in fs.iterBlockStarts():
+            stop = [s + b for s, b in zip(start, fs.block_shape)]
+            np.testing.assert_array_equal(fs.readData((start, stop)), source[tuple(map(slice, start, stop))])
+        np.testing.assert_array_equal(fs.readData(([1, 3, 5], [9, 10, 17])), source[1:9, 3:10, 5:17])
+        out = np.zeros((10, 10, 20), np.uint16)
+        fs.readData(([0, 0, 0], [10, 10, 20]), out_array=out)
+        np.testing.assert_array_equal(out, source)
+        assert fs.blocks.handles.open_count == 0
+        assert block_fds(root) == 0
 
 
 def test_pinned_handle_is_never_closed_by_eviction(filled):

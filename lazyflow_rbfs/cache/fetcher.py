@@ -244,9 +244,7 @@ class BlockFetcher:
     def _drop_queued(queued: _Queued) -> None:
         for future, (key, pool, task) in queued.items():
             if not future.done() and pool.cancel(task):
-                IN_FLIGHT.finish(
-                    key, exc=Abandoned("the read that queued it was interrupted"), future=future
-                )
+                IN_FLIGHT.finish(key, exc=Abandoned("the read that queued it was interrupted"), future=future)
 
     def _request_block(self, block_start: tuple[int, ...], queued: _Queued | None = None) -> Future:
         """The future of ``block_start``'s download in this process, queueing the download if nobody has."""

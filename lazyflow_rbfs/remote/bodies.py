@@ -8,6 +8,7 @@ than ``max_bytes + 1`` bytes of it; a truncated body is a retryable :class:`~.fa
 from __future__ import annotations
 
 import http.client
+import io
 import zlib
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ from lazyflow_rbfs.errors import InvalidResponseError
 from lazyflow_rbfs.remote import redaction
 from lazyflow_rbfs.remote.failures import Failure, transport_failure
 
-__all__ = ["ACCEPT_ENCODING", "read_body", "inflate", "excerpt"]
+__all__ = ["ACCEPT_ENCODING", "read_body", "read_exact", "inflate", "excerpt"]
 
 #: The ``Accept-Encoding`` the client sends: the encodings :func:`inflate` undoes.
 ACCEPT_ENCODING = "gzip, deflate"
@@ -64,7 +65,7 @@ def read_body(
     raw = response.raw
     try:
         if length is not None:
-            body = raw.read(length, decode_content=False)  # one read: cheaper than chunks
+            body = read_exact(raw, length)
         else:
             chunks = bytearray()
             while True:
@@ -100,6 +101,38 @@ def read_body(
     return body
 
 
+def read_exact(raw: urllib3.HTTPResponse, length: int) -> bytes:
+    """Up to ``length`` bytes of the body of ``raw`` (fewer only if it ends early), undecoded.
+
+    Read straight from the socket into one buffer of the announced size when urllib3 has buffered
+    nothing of the body yet (the usual case): no intermediate chunks, no urllib3 bookkeeping per read.
+    A connection whose body was read to its end goes back to its pool, as urllib3 itself would do.
+    """
+    fp = getattr(raw, "_fp", None)
+    buffered = len(getattr(raw, "_decoded_buffer", ()))
+    if not isinstance(fp, http.client.HTTPResponse) or raw.tell() != 0 or buffered:
+        return raw.read(length, decode_content=False)  # one read: cheaper than chunks
+    # The body is received straight into the storage of a new bytes object (a BytesIO's own buffer):
+    # no copy after the read, and no page of a second buffer to fault in (about 0.5 ms per 512 KiB).
+    holder = io.BytesIO(bytes(length))
+    view = holder.getbuffer()
+    got = 0
+    try:
+        while got < length:
+            n = fp.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    finally:
+        view.release()
+    if got == length and fp.length == 0 and not fp.isclosed():
+        fp.read()  # an empty body: nothing to read, but http.client only ends the response on a read
+    if fp.isclosed():
+        raw.release_conn()
+    body = holder.getvalue()
+    return body if got == length else body[:got]
+
+
 def excerpt(response: requests.Response) -> str:
     """A short, printable, scrubbed excerpt of an error page (e.g. "token invalid"); bounded."""
     try:
@@ -119,21 +152,28 @@ def excerpt(response: requests.Response) -> str:
 
 
 def inflate(body: bytes, encoding: str, limit: int | None, url: str, status: int) -> bytes:
-    """Undo an HTTP ``Content-Encoding`` without ever holding more than ``limit + 1`` bytes of output."""
-    out = bytearray()
+    """Undo an HTTP ``Content-Encoding`` without ever holding more than ``limit + 1`` bytes of output.
+
+    The inflated members are kept as the ``bytes`` zlib returns: a body of one member (the usual case)
+    is returned as it was inflated, without a copy.
+    """
+    pieces: list[bytes] = []
+    total = 0
     rest = body
     wbits = 16 + zlib.MAX_WBITS if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
     try:
         while rest:
             inflater = zlib.decompressobj(wbits)
             try:
-                out += inflater.decompress(rest, 0 if limit is None else limit + 1 - len(out))
+                piece = inflater.decompress(rest, 0 if limit is None else limit + 1 - total)
             except zlib.error:
-                if encoding != "deflate" or wbits < 0 or out:
+                if encoding != "deflate" or wbits < 0 or total:
                     raise
                 wbits = -zlib.MAX_WBITS  # a raw deflate stream, as some servers send
                 continue
-            if limit is not None and (len(out) > limit or inflater.unconsumed_tail):
+            pieces.append(piece)
+            total += len(piece)
+            if limit is not None and (total > limit or inflater.unconsumed_tail):
                 raise Failure(
                     InvalidResponseError,
                     f"response from {url} inflates (Content-Encoding {encoding}) to more than the {limit} "
@@ -153,7 +193,7 @@ def inflate(body: bytes, encoding: str, limit: int | None, url: str, status: int
             counted=False,
             status=status,
         ) from None
-    return bytes(out)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _content_length(response: requests.Response) -> int | None:

@@ -47,7 +47,7 @@ from lazyflow_rbfs.errors import (
     DownloadError,
     InvalidResponseError,
 )
-from lazyflow_rbfs.remote import inflight, redaction
+from lazyflow_rbfs.remote import inflight, redaction, transport
 from lazyflow_rbfs.remote.bodies import ACCEPT_ENCODING, excerpt, read_body
 from lazyflow_rbfs.remote.failures import (
     TRANSPORT_ERRORS,
@@ -502,12 +502,8 @@ class HttpClient:
         target = url
         for hops in itertools.count():
             same_origin = home is not None and origin(target) == home
-            response = session.get(
-                target,
-                headers=self._request_headers(same_origin, wanted),
-                timeout=self.timeout,
-                stream=True,
-                allow_redirects=False,
+            response = transport.send(
+                session, target, self._request_headers(same_origin, wanted), self.timeout
             )
             with response:
                 status = response.status_code

@@ -25,6 +25,7 @@ from lazyflow_rbfs.store.handles import HandleCache, file_key
 from lazyflow_rbfs.store.layout import STATUS_FILE_NAME, BlockLayout, BlockPaths
 from lazyflow_rbfs.store.ledger import Footprint, Ledger
 from lazyflow_rbfs.store.publish import BlockFiles
+from lazyflow_rbfs.store.rawread import RawBlocks
 from lazyflow_rbfs.store.usage import UseTracker
 
 __all__ = ["BlockStore"]
@@ -54,6 +55,8 @@ class BlockStore:
         self.ledger: Ledger | None = None
         #: Records reads in ``STATUS.txt`` mtimes when set (caches; see :mod:`~lazyflow_rbfs.store.usage`).
         self.usage: UseTracker | None = None
+        #: Reads the blocks this package wrote contiguous with pread, no HDF5 open (see rawread).
+        self.raw = RawBlocks(files.raw_layout, layout.check_confined)
 
     @property
     def dtype(self) -> numpy.dtype:
@@ -163,6 +166,7 @@ class BlockStore:
             A block is not available, or its file is missing or unreadable; ``.block_start`` names it.
         """
         direct = isinstance(out, numpy.ndarray) and out.flags.c_contiguous and out.dtype == self.dtype
+        raw = self.raw if isinstance(out, numpy.ndarray) and out.dtype == self.dtype else None
         handles = self.handles
         usage = self.usage
         for proj in self.grid.projections(start, stop):
@@ -176,6 +180,30 @@ class BlockStore:
                     f"{paths.status_path} does not exist",
                     block_start=block_start,
                 )
+            changed = None
+            if raw is not None:
+                try:
+                    changed = raw.read(
+                        paths.file_path,
+                        paths.internal_path,
+                        self.grid.disk_block_shape(block_start),
+                        proj.block_slices,
+                        out,
+                        proj.out_slices,
+                    )
+                except OSError:
+                    changed = None  # read through HDF5 below: the same errors as always
+            if changed is not None:
+                if changed:
+                    handles.invalidate(paths.file_path)
+                    raise BlockNotReadyError(
+                        f"block at {block_start} is marked available but its file {paths.file_path} was "
+                        "modified in place while it was read; run `rbfs verify --repair`",
+                        block_start=block_start,
+                    )
+                if usage is not None:
+                    usage.used(block_start)
+                continue
             try:
                 entry = handles.acquire(paths.file_path)
             except OSError as exc:  # missing, or not an HDF5 file (h5py raises OSError for both)

@@ -20,6 +20,7 @@ from lazyflow_rbfs import atomic, h5image
 from lazyflow_rbfs.store.grid import BlockGrid, ints
 from lazyflow_rbfs.store.handles import HandleCache
 from lazyflow_rbfs.store.layout import BlockLayout, BlockPaths
+from lazyflow_rbfs.store.rawread import RawLayout, raw_layout_from_image
 
 __all__ = ["BlockFiles"]
 
@@ -54,6 +55,7 @@ class BlockFiles:
         chunks = description.chunks
         self._chunks = None if chunks is None else ints(chunks)
         self._skeletons: dict[tuple[str, tuple[int, ...]], tuple[list[tuple[int, bytes]], int]] = {}
+        self._raw_layouts: dict[tuple[str, tuple[int, ...]], RawLayout] = {}
 
     def contiguous(self) -> bool:
         """Whether block datasets are contiguous (no chunks, no compression): we write their bytes."""
@@ -132,6 +134,21 @@ class BlockFiles:
             if len(self._skeletons) >= 64:
                 self._skeletons.clear()
             self._skeletons[key] = hit
+        return hit
+
+    def raw_layout(self, internal_path: str, shape: tuple[int, ...]) -> RawLayout | None:
+        """The exact file :meth:`write` makes for a block of ``shape`` (metadata bytes around the voxels),
+        for :class:`~lazyflow_rbfs.store.rawread.RawBlocks`; None unless block files are contiguous."""
+        if not self.contiguous():
+            return None
+        key = (internal_path, shape)
+        hit = self._raw_layouts.get(key)
+        if hit is None:
+            pages, offset = self._skeleton(internal_path, shape)  # exactly what write() writes
+            hit = raw_layout_from_image(pages, offset, shape, self.dtype)
+            if len(self._raw_layouts) >= 64:
+                self._raw_layouts.clear()
+            self._raw_layouts[key] = hit
         return hit
 
     def load_for_update(self, paths: BlockPaths, disk_shape: tuple[int, ...]) -> numpy.ndarray:

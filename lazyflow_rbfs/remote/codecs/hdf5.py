@@ -79,8 +79,18 @@ def decode_hdf5(body: bytes, expected: Expected) -> np.ndarray:
     Chunks inflated for that check are assembled here directly when HDF5 would do nothing more with them
     (deflate and shuffle only, every chunk stored, a standard numeric type); otherwise HDF5 reads the
     dataset once everything is checked.
+
+    A body laid out byte for byte like one already decoded in full (the same metadata around one plain
+    contiguous dataset: see :class:`_KnownLayout`) is not opened in HDF5 again: its voxels are read at
+    the same offset, zero-copy (a read-only array on ``body``).
     """
     name = normalize_h5_path(expected.dataset or "")
+    key = (len(body), name, tuple(int(n) for n in expected.shape), np.dtype(expected.dtype).str)
+    known = _KNOWN.get(key)
+    if known is not None:
+        array = known.view(body)
+        if array is not None:
+            return array
     try:
         f = h5py.File(io.BytesIO(body), "r", rdcc_nbytes=0)
     except (OSError, ValueError) as exc:
@@ -91,7 +101,64 @@ def decode_hdf5(body: bytes, expected: Expected) -> np.ndarray:
     with f:
         dsid = _open_dataset(f, name, expected)
         array = _check_dataset(dsid, name, expected, len(body))
-        return h5py.Dataset(dsid)[()] if array is None else array
+        if array is None:
+            array = h5py.Dataset(dsid)[()]
+            _remember(key, dsid, body)
+        return array
+
+
+class _KnownLayout:
+    """A body layout already decoded in full: one plain contiguous dataset at ``offset``.
+
+    Another body of the same length whose every byte outside ``[offset, offset + nbytes)`` equals the
+    first one's IS the same HDF5 file but for its voxels (HDF5 reads nothing from that range but voxels),
+    so its array is read there directly, zero-copy, without opening it in HDF5 again.
+    """
+
+    __slots__ = ("offset", "nbytes", "head", "tail", "dtype", "shape")
+
+    def __init__(self, body: bytes, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self.offset, self.dtype, self.shape = offset, dtype, shape
+        self.nbytes = math.prod(shape) * dtype.itemsize
+        self.head = bytes(body[:offset])
+        self.tail = bytes(body[offset + self.nbytes :])
+
+    def view(self, body: bytes) -> np.ndarray | None:
+        """The voxels of ``body`` (a read-only view), or None if its metadata differ in any byte."""
+        data = memoryview(body)
+        end = self.offset + self.nbytes
+        if data[: self.offset] != self.head or data[end:] != self.tail:
+            return None
+        return np.frombuffer(
+            body, self.dtype, count=self.nbytes // self.dtype.itemsize, offset=self.offset
+        ).reshape(self.shape)
+
+
+#: Body layouts decoded in full, by (body length, dataset, expected shape, expected dtype); bounded.
+_KNOWN: dict[tuple, _KnownLayout] = {}
+
+
+def _remember(key: tuple, dsid: h5d.DatasetID, body: bytes) -> None:
+    """Remember the layout of a body just decoded in full, if it is one plain contiguous dataset."""
+    dcpl = dsid.get_create_plist()
+    if dcpl.get_layout() != h5d.CONTIGUOUS or dcpl.get_nfilters() or dcpl.get_external_count():
+        return
+    tid = dsid.get_type()
+    dtype = tid.dtype
+    offset = dsid.get_offset()
+    shape = tuple(int(n) for n in dsid.get_space().shape)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if (
+        offset is None
+        or tid.get_class() == h5t.ENUM
+        or not tid.equal(h5t.py_create(dtype))
+        or dsid.get_storage_size() != nbytes
+        or not 0 < offset <= len(body) - nbytes
+    ):
+        return
+    if len(_KNOWN) >= 64:
+        _KNOWN.clear()
+    _KNOWN[key] = _KnownLayout(body, int(offset), dtype, shape)
 
 
 def _open_dataset(f: h5py.File, name: str, expected: Expected) -> h5d.DatasetID:
