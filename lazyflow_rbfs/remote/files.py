@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from lazyflow_rbfs.errors import ArgumentError, ClosedError, DownloadError, InvalidResponseError
 from lazyflow_rbfs.locations import is_file_url
-from lazyflow_rbfs.remote.http import HttpClient, HttpStats, normalize_timeout
+from lazyflow_rbfs.remote.http import HttpClient, HttpStats, check_client_options, normalize_timeout
 from lazyflow_rbfs.remote.ranges import ByteRange
 from lazyflow_rbfs.remote.retry import delay
 
@@ -96,10 +96,7 @@ class FileClient:
         public_headers: object = None,
     ) -> None:
         self.timeout = normalize_timeout(timeout)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ArgumentError(f"retries must be an integer >= 0, got {retries!r}")
-        if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
-            raise ArgumentError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
+        check_client_options(retries=retries, max_parallel=max_parallel, backoff=backoff)
         self.retries = retries
         self.backoff = float(backoff)
         self.max_parallel = max_parallel

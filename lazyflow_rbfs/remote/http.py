@@ -133,6 +133,22 @@ def normalize_timeout(timeout: object) -> float | tuple[float, float]:
     return _positive(timeout)
 
 
+def check_client_options(*, retries: object, max_parallel: object, backoff: object) -> None:
+    """Check the options every client takes (:class:`HttpClient`, the file client).
+
+    Raises
+    ------
+    ArgumentError
+        A value of the wrong type or range, named.
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ArgumentError(f"retries must be an integer >= 0, got {retries!r}")
+    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+        raise ArgumentError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
+    if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
+        raise ArgumentError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+
+
 def _positive(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ArgumentError(f"a timeout must be a positive number of seconds, got {value!r}")
@@ -220,12 +236,7 @@ class HttpClient:
         public_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.timeout = normalize_timeout(timeout)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ArgumentError(f"retries must be an integer >= 0, got {retries!r}")
-        if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
-            raise ArgumentError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
-        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
-            raise ArgumentError(f"backoff must be a number of seconds >= 0, got {backoff!r}")
+        check_client_options(retries=retries, max_parallel=max_parallel, backoff=backoff)
         self.retries = retries
         self.backoff = float(backoff)
         self.max_parallel = max_parallel

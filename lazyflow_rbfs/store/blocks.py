@@ -30,6 +30,15 @@ from lazyflow_rbfs.store.usage import UseTracker
 
 __all__ = ["BlockStore"]
 
+
+def _modified_in_place(block_start: tuple[int, ...], path: str) -> BlockNotReadyError:
+    return BlockNotReadyError(
+        f"block at {block_start} is marked available but its file {path} was modified in place while it "
+        "was read; run `rbfs verify --repair`",
+        block_start=block_start,
+    )
+
+
 logger = logging.getLogger(__name__)
 
 
@@ -196,11 +205,7 @@ class BlockStore:
             if changed is not None:
                 if changed:
                     handles.invalidate(paths.file_path)
-                    raise BlockNotReadyError(
-                        f"block at {block_start} is marked available but its file {paths.file_path} was "
-                        "modified in place while it was read; run `rbfs verify --repair`",
-                        block_start=block_start,
-                    )
+                    raise _modified_in_place(block_start, paths.file_path)
                 if usage is not None:
                     usage.used(block_start)
                 continue
@@ -228,11 +233,7 @@ class BlockStore:
                 handles.release(entry)
             if changed:
                 handles.invalidate(paths.file_path)
-                raise BlockNotReadyError(
-                    f"block at {block_start} is marked available but its file {paths.file_path} was "
-                    "modified in place while it was read; run `rbfs verify --repair`",
-                    block_start=block_start,
-                )
+                raise _modified_in_place(block_start, paths.file_path)
             if usage is not None:
                 usage.used(block_start)
 

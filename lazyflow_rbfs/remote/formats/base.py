@@ -17,6 +17,7 @@ validates, and an invalid body is counted on the client (``stats.errors``).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lazyflow_rbfs.description import IdentityLocation, Namespace
-from lazyflow_rbfs.errors import DescriptionError, DownloadError, RbfsError
+from lazyflow_rbfs.errors import DescriptionError, DownloadError, InvalidResponseError, RbfsError
 from lazyflow_rbfs.remote import codecs
 from lazyflow_rbfs.remote.files import open_client
 from lazyflow_rbfs.remote.http import HttpClient
@@ -43,6 +44,7 @@ __all__ = [
     "decode_body",
     "metadata_client",
     "sniff_file",
+    "json_object",
 ]
 
 logger = logging.getLogger(__name__)
@@ -311,3 +313,23 @@ def sniff_file(client: HttpClient, url: str, max_bytes: int) -> bool:
             return False
         raise
     return True
+
+
+def json_object(body: bytes, url: str, what: str) -> dict[str, Any]:
+    """A metadata file's ``body`` as a JSON object (``NaN`` and ``Infinity`` allowed, as zarr v2 writes
+    them); ``what`` names the file in the message ("the N5 attributes file").
+
+    Raises
+    ------
+    InvalidResponseError
+        Not JSON, or not an object.
+    """
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        problem = f"expected JSON, found {body[:60]!r} ({exc})"
+    else:
+        if isinstance(obj, dict):
+            return obj
+        problem = f"expected a JSON object, found {type(obj).__name__}"
+    raise InvalidResponseError(f"{what} {url} is not usable: {problem}"[:600], url=url, status=200)

@@ -10,7 +10,6 @@ then the compressed data, big-endian, fastest axis first (a C-order array of the
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ import numpy as np
 from lazyflow_rbfs.description import SUPPORTED_DTYPES
 from lazyflow_rbfs.errors import DescriptionError, InvalidResponseError
 from lazyflow_rbfs.remote.codecs import compressors
+from lazyflow_rbfs.remote.formats.base import json_object
 
 __all__ = [
     "MAX_ATTRIBUTES_BYTES",
@@ -80,20 +80,14 @@ def _bad(url: str, what: str) -> InvalidResponseError:
 
 
 def parse_json_object(body: bytes, url: str) -> dict[str, Any]:
-    """``body`` as a JSON object.
+    """``body`` as a JSON object (:func:`~lazyflow_rbfs.remote.formats.base.json_object`).
 
     Raises
     ------
     InvalidResponseError
         Not JSON, or not an object.
     """
-    try:
-        obj = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _bad(url, f"expected JSON, found {body[:60]!r} ({exc})") from exc
-    if not isinstance(obj, dict):
-        raise _bad(url, f"expected a JSON object, found {type(obj).__name__}")
-    return obj
+    return json_object(body, url, "the N5 attributes file")
 
 
 def _int_list(value: Any, url: str, what: str, ndim: int | None = None) -> list[int]:

@@ -12,7 +12,6 @@ sharding, codecs around a shard) are a :class:`~lazyflow_rbfs.errors.Description
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from lazyflow_rbfs.errors import DescriptionError, InvalidResponseError
+from lazyflow_rbfs.remote.formats.base import json_object
 from lazyflow_rbfs.remote.formats.zarr_codecs import CHECKSUM, ChunkCodec, crc32c_available
 
 __all__ = [
@@ -88,13 +88,7 @@ def parse_json(body: bytes, url: str) -> dict[str, Any]:
     InvalidResponseError
         Not JSON, or not an object.
     """
-    try:
-        obj = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _bad(url, f"expected JSON, found {body[:60]!r} ({exc})") from None
-    if not isinstance(obj, dict):
-        raise _bad(url, f"expected a JSON object, found {type(obj).__name__}")
-    return obj
+    return json_object(body, url, "the zarr metadata")
 
 
 def _int_list(value: Any, url: str, what: str, *, positive: bool, ndim: int | None = None) -> tuple[int, ...]:
