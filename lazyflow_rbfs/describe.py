@@ -4,9 +4,11 @@ The source's format (:func:`lazyflow_rbfs.remote.formats.for_source`) reads the 
 remote description (:meth:`~lazyflow_rbfs.remote.formats.base.RemoteFormat.probe`); this module adds the
 local description around it and writes the composite. Sources of the built-in formats:
 
-* an ``http(s)://`` URL of a neuroglancer precomputed volume (the folder holding ``info``); also accepted:
-  ``precomputed://<url>``, and ``gs://bucket/path`` / ``s3://bucket/path`` for public buckets (read over
-  their public HTTPS endpoints);
+* a zarr array or OME-Zarr image, an N5 dataset or multiscale group, or a neuroglancer precomputed
+  volume (the folder holding ``info``), at an ``http(s)://`` URL, ``gs://bucket/path`` /
+  ``s3://bucket/path`` of a public bucket (read over its public HTTPS endpoint), a ``file://`` URL or a
+  path; the format is found by its metadata file (:func:`lazyflow_rbfs.remote.formats.detect`) unless a
+  prefix names it (``zarr://``, ``n5://``, ``precomputed://``);
 * ``boss://collection/experiment/channel`` with ``boss_url`` (default: the public BossDB API). The token
   used to read the metadata is the user's, from intern's configuration for that host (``~/.intern/intern.cfg``
   or ``INTERN_*``; else ``"public"``); nothing about it is written.
@@ -285,7 +287,8 @@ def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scale",
         metavar="KEY",
-        help="precomputed scale key or OME-Zarr dataset path, or an index (default: the first); "
+        help="a level of a multiscale source: precomputed scale key, OME-Zarr dataset path or N5 level (s1), "
+        "or an index (default: the first); "
         "Boss resolution",
     )
     parser.add_argument(

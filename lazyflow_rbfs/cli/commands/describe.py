@@ -12,7 +12,9 @@ __all__ = ["add_describe"]
 
 def add_describe(command: AddCommand) -> None:
     p = command(
-        "describe", "Write a composite description from a remote volume's metadata (precomputed or Boss)."
+        "describe",
+        "Write a composite description from a remote volume's metadata (zarr, OME-Zarr, N5, precomputed, "
+        "Boss).",
     )
     from lazyflow_rbfs.describe import add_describe_arguments
 
