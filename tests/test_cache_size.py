@@ -482,3 +482,28 @@ def test_gc_never_follows_a_planted_block_directory_link(server, tmp_path, capsy
     with RESTfulBlockwiseFileset(path) as fs:
         assert list(iter_entries(fs.blocks, whole_root=True)) == []
         assert CacheLimit(fs.blocks, None).footprint().bytes == 0
+
+
+def test_a_parallel_fill_over_the_limit_ends_within_it(tmp_path):
+    """Threads that publish while another evicts do not wait for it; the evictor looks again when it lets
+    go, so when the fill is over, the cache is within its limit (ledger and walk agree)."""
+    shape, block = (16, 128, 128), (4, 16, 16)  # 256 small blocks
+    volume = sample_volume(shape, seed=9)
+    with CutoutServer(volume) as srv:
+        probe = tmp_path / "probe"
+        probe.mkdir()
+        with RESTfulBlockwiseFileset(_desc(srv, probe, shape_block=block)) as fs:
+            fs.readData(((0, 0, 0), block))
+            size = os.path.getsize(fs.getDatasetPathComponents((0, 0, 0)).externalPath)
+        for round_ in range(3):
+            where = tmp_path / f"fill{round_}"
+            where.mkdir()
+            limit = 40 * size + size // 2
+            with RESTfulBlockwiseFileset(
+                _desc(srv, where, max_cache_bytes=limit, shape_block=block), max_parallel=8, fsync=False
+            ) as fs:
+                report = fs.downloadAllBlocks()
+                assert report.ok and report.downloaded == 256
+                walked, _ = walk_footprint(fs.blocks)
+                assert fs.cache_limit.footprint().bytes == walked <= limit
+                np.testing.assert_array_equal(fs.readData(((0, 0, 0), shape)), volume)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import heapq
 import logging
@@ -52,6 +53,8 @@ EVICT_LOCK_NAME = ".rbfs-evicting"
 PAUSE_ENV = "RBFS_TEST_PAUSE_EVICTION"
 #: Evictions applied to the ledger at once (one ledger change each).
 _BATCH = 256
+#: A publish over the limit evicts down to ``limit - limit // LOW_WATER_DIVISOR`` (about 3 % below it).
+LOW_WATER_DIVISOR = 32
 #: How a block directory is opened from its parent: never through a symbolic link.
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
 #: Sort key of a block file without STATUS.txt: before every block in use.
@@ -144,6 +147,7 @@ class EvictionReport:
     skipped_locked: int = 0  # blocks in use by a publish or repair: left alone
     dry_run: bool = False
     planned: list[BlockEntry] = field(default_factory=list)  # dry run: the blocks it would evict
+    busy: bool = False  # not waited for: another thread or process was evicting (nothing done)
 
 
 def _pause_for_test(paths: BlockPaths) -> None:
@@ -151,6 +155,16 @@ def _pause_for_test(paths: BlockPaths) -> None:
         return
     os.write(2, f"rbfs-test: evicting {paths.directory}\n".encode())
     os.read(0, 1)  # until the test writes a byte, closes our stdin, or kills us
+
+
+class _Releaser:
+    """Releases a held :class:`~lazyflow_rbfs.locks.FileLock` on ``close()``."""
+
+    def __init__(self, lock: locks.FileLock) -> None:
+        self.lock = lock
+
+    def close(self) -> None:
+        self.lock.release()
 
 
 class Evictor:
@@ -189,19 +203,35 @@ class Evictor:
             return
         if not after.trusted:
             after = self.ledger.reconcile(wait=False) or after
-        if after.bytes > self.limit:
-            self.evict_to(self.limit)
+        if after.bytes <= self.limit:
+            return
+        # Evict a little below the limit, so that a fill over the limit evicts in batches, not one block
+        # per publish (each round costs locks and ledger updates). If another thread or process is
+        # evicting already, do not queue behind it: it reads the ledger as it goes, and once it lets go
+        # it looks again (below), so a publish that skipped while it held the lock is covered.
+        target = self.limit - self.limit // LOW_WATER_DIVISOR
+        while True:
+            report = self.evict_to(target, wait=False)
+            if report.busy or not report.evicted or self.footprint().bytes <= self.limit:
+                return
 
     # -- evicting --
 
-    def evict_to(self, target: int, *, dry_run: bool = False, rebuild: bool = False) -> EvictionReport:
+    def evict_to(
+        self, target: int, *, dry_run: bool = False, rebuild: bool = False, wait: bool = True
+    ) -> EvictionReport:
         """Evict least recently used blocks until the footprint is at most ``target`` bytes.
 
         ``rebuild`` (``rbfs gc``) walks the root first and rewrites the ledger from that walk when no
-        change is under way (one walk serves both the count and the choice of blocks).
+        change is under way (one walk serves both the count and the choice of blocks). Without ``wait``
+        nothing is done (an empty report) when another thread or process is evicting from the root.
         """
         report = EvictionReport(limit=target, dry_run=dry_run)
-        with locks.FileLock(os.path.join(self.ledger.root, EVICT_LOCK_NAME)):
+        evicting = locks.FileLock(os.path.join(self.ledger.root, EVICT_LOCK_NAME))
+        if not evicting.acquire(blocking=wait):
+            report.busy = True
+            return report
+        with contextlib.closing(_Releaser(evicting)):
             if rebuild or dry_run:
                 fp, oldest = self._walk(rebuild=rebuild and not dry_run)
                 self._candidates = oldest[::-1]  # pop() takes the oldest
