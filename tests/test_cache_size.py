@@ -507,3 +507,46 @@ def test_a_parallel_fill_over_the_limit_ends_within_it(tmp_path):
                 walked, _ = walk_footprint(fs.blocks)
                 assert fs.cache_limit.footprint().bytes == walked <= limit
                 np.testing.assert_array_equal(fs.readData(((0, 0, 0), shape)), volume)
+
+
+def test_changes_under_way_in_one_process_share_one_pending_mark(tmp_path):
+    """Threads changing block files at once count once in the record's ``pending`` (the process does), and
+    the deltas of every change are applied; the mark is dropped when the last change ends."""
+    import threading
+
+    root = tmp_path / "root"
+    root.mkdir()
+    ledger = Ledger(str(root), lambda: (0, 0))
+    ledger.reconcile(wait=True, force=True)
+    threads_n = 8
+    inside = threading.Barrier(threads_n + 1)
+    leave = threading.Barrier(threads_n + 1)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            with ledger.change() as change:
+                change.add(100 + i, 1)
+                inside.wait(timeout=30)
+                leave.wait(timeout=30)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(threads_n)]
+    for t in threads:
+        t.start()
+    inside.wait(timeout=30)
+    during = ledger.read()
+    assert during is not None and during.pending == 1 and not during.trusted
+    # While this process has changes under way, no rebuild can take the exclusive lock.
+    with ledger.exclusive(wait=False) as held:
+        assert not held
+    leave.wait(timeout=30)
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    after = ledger.read()
+    assert after is not None and after.trusted
+    assert (after.bytes, after.blocks) == (sum(100 + i for i in range(threads_n)), threads_n)
+    with ledger.exclusive(wait=False) as held:
+        assert held

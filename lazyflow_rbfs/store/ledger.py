@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -103,6 +105,25 @@ class Change:
         self.blocks += blocks
 
 
+#: Every ledger of this process, so a forked child gets fresh mutexes (a thread of the parent may have held
+#: one at the fork).
+_LEDGERS: weakref.WeakSet[Ledger] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's changes are the parent's: its shared lock's descriptor was closed at the fork (see
+    # locks.FileLock), and its pending mark is dropped by the parent.
+    for ledger in list(_LEDGERS):
+        ledger._mutex = threading.Lock()
+        ledger._active_mutex = threading.Lock()
+        ledger._active_count = 0
+        ledger._active_lock = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Ledger:
     """The footprint ledger of the cache root ``root`` (see the module docstring).
 
@@ -115,6 +136,17 @@ class Ledger:
         self.path = os.path.join(root, LEDGER_FILE_NAME)
         self.active_path = os.path.join(root, ACTIVE_FILE_NAME)
         self._walk = walk
+        # Threads of this process take turns in user space before the record's flock: with many threads
+        # (max_parallel) contending for the flock itself, each holder also waits for the GIL between its
+        # system calls, and the lock convoys (measured: the largest wait of a cold fill).
+        self._mutex = threading.Lock()
+        # The changes under way in this process share one shared lock on ``.rbfs-ledger.active`` and one
+        # ``pending`` in the record (the first to begin takes them, the last to end drops them), so a
+        # change costs one update of the record, not two plus a lock file of its own.
+        self._active_mutex = threading.Lock()
+        self._active_count = 0
+        self._active_lock: locks.FileLock | None = None
+        _LEDGERS.add(self)
 
     # -- the record --
 
@@ -149,7 +181,7 @@ class Ledger:
 
     def _update_record(self, nbytes: int, blocks: int, pending: int) -> Footprint:
         os.makedirs(self.root, exist_ok=True)
-        with locks.FileLock(self.path) as lock:
+        with self._mutex, locks.FileLock(self.path) as lock:
             old = self._read_fd(lock.fd)
             if old is None:  # missing or damaged: count from here on, but do not trust it until a walk
                 old = Footprint(dirty=True)
@@ -167,22 +199,44 @@ class Ledger:
         """Wrap a change of block files; the caller adds its deltas to the yielded :class:`Change`.
 
         The deltas are applied when the block ends, also when it raises (what was changed is counted).
+        While any change of this process is under way, the process holds ``.rbfs-ledger.active`` shared
+        and counts once in the record's ``pending`` (a process killed meanwhile leaves it raised, and the
+        next one rebuilds the record by a walk).
         """
-        active = locks.FileLock(self.active_path)
+        self._begin()
+        delta = Change()
+        try:
+            yield delta
+        finally:
+            delta.after = self._end(delta)
+
+    def _begin(self) -> None:
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
             raise CacheWriteError.from_os_error(exc, self.root, "create the directory") from exc
-        active.acquire(shared=True)
-        try:
-            self._update(0, 0, +1)
-            delta = Change()
+        with self._active_mutex:
+            if self._active_count == 0:
+                active = locks.FileLock(self.active_path)
+                active.acquire(shared=True)
+                try:
+                    self._update(0, 0, +1)
+                except BaseException:
+                    active.release()
+                    raise
+                self._active_lock = active
+            self._active_count += 1
+
+    def _end(self, delta: Change) -> Footprint:
+        with self._active_mutex:
+            self._active_count -= 1
+            last = self._active_count == 0
             try:
-                yield delta
+                return self._update(delta.bytes, delta.blocks, -1 if last else 0)
             finally:
-                delta.after = self._update(delta.bytes, delta.blocks, -1)
-        finally:
-            active.release()
+                if last and self._active_lock is not None:
+                    self._active_lock.release()
+                    self._active_lock = None
 
     # -- rebuilding --
 
