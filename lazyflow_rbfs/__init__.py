@@ -24,15 +24,16 @@ __all__ = [
     "RESTfulBlockwiseFileset",
     "BlockwiseFilesetFactory",
     "errors",
-    "open",
 ]
+# ``lazyflow_rbfs.open`` is loaded on first use like the names above, but left out of ``__all__``: a
+# ``from lazyflow_rbfs import *`` must not shadow the built-in ``open``.
 
 from lazyflow_rbfs import errors  # noqa: E402  (cheap, imports nothing else)
 
 if TYPE_CHECKING:  # pragma: no cover
     from lazyflow_rbfs.cache import RESTfulBlockwiseFileset
     from lazyflow_rbfs.factory import BlockwiseFilesetFactory
-    from lazyflow_rbfs.opener import open  # noqa: A004
+    from lazyflow_rbfs.opener import open as open  # noqa: A004
     from lazyflow_rbfs.remote import RESTfulVolume
     from lazyflow_rbfs.store import BlockwiseFileset
 

@@ -329,3 +329,12 @@ def test_open_goes_from_a_url_to_a_cached_fileset_and_reopens_offline(tmp_path: 
             np.testing.assert_array_equal(fs[2:6, 0:32, 5:9], volume[2:6, 0:32, 5:9])
             assert fs.remote.stats.requests == 0
     assert "opening the description already in" in caplog.text
+
+
+def test_a_star_import_does_not_shadow_the_builtin_open():
+    import lazyflow_rbfs
+
+    namespace: dict = {}
+    exec("from lazyflow_rbfs import *", namespace)  # noqa: S102 - the test is about star imports
+    assert "open" not in namespace and "RESTfulBlockwiseFileset" in namespace
+    assert callable(lazyflow_rbfs.open) and lazyflow_rbfs.open.__module__ == "lazyflow_rbfs.opener"
