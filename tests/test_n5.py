@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import struct
 import subprocess
@@ -294,6 +295,14 @@ def test_rbfs_serve_format_n5_describes_a_multiscale_group(tmp_path, capsys):
         assert remote.format == "n5" and remote.n5_dataset == "s0" and remote.axes == "zyx"
         assert main(["read", str(desc), "--roi", "2:9,:,5:", "-o", str(tmp_path / "r.npy")]) == 0
         np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), volume[2:9, :, 5:])
+        # The describe command it prints runs as printed (with OUT.json named).
+        (hint,) = [line for line in lines if line.startswith("describe it with: ")]
+        words = shlex.split(hint[len("describe it with: ") :])
+        assert words[words.index("-o") + 1] == "OUT.json"
+        words[words.index("-o") + 1] = str(tmp_path / "again.json")
+        again = subprocess.run(words, capture_output=True, text=True, env=_env(), timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert description.read_composite(tmp_path / "again.json").remote_description.format == "n5"
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=30)
     finally:

@@ -273,11 +273,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             )
         elif args.format == "precomputed":
             print(f"try: {rbfs_command()} describe {server.precomputed_url} -o precomputed.json")
-        print("press Ctrl-C to stop", flush=True)
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            print(f"stopped after {server.requests} requests", flush=True)
+        _serve_until_interrupted(server)
     return EXIT_OK
 
 
@@ -315,14 +311,19 @@ def _serve_static(args: argparse.Namespace, volume: Any, axes: str) -> int:
                     source, args.describe, block_shape=args.block_shape, cache_dir=args.cache_dir
                 )
                 print(f"description: {path}")
-                print(f"try: rbfs info {args.describe}")
-            print(f"describe it with: rbfs describe {source} OUT.json")
-            print("press Ctrl-C to stop", flush=True)
-            try:
-                threading.Event().wait()
-            except KeyboardInterrupt:
-                print(f"stopped after {server.requests} requests", flush=True)
+                print(f"try: {rbfs_command()} info {args.describe}")
+            print(f"describe it with: {rbfs_command()} describe {source} -o OUT.json")
+            _serve_until_interrupted(server)
     return EXIT_OK
+
+
+def _serve_until_interrupted(server: Any) -> None:
+    """Serve until Ctrl-C, then say how many requests were answered."""
+    print("press Ctrl-C to stop", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print(f"stopped after {server.requests} requests", flush=True)
 
 
 def _install_faults(server: Any, args: argparse.Namespace) -> list[str]:
