@@ -159,6 +159,35 @@ def test_use_tracking_never_touches_a_file_a_planted_status_link_points_to(serve
     assert outside.read_text() == "not the cache's"
 
 
+def test_a_read_of_many_blocks_records_every_use_and_never_follows_a_planted_directory_link(server, tmp_path):
+    """A read of several blocks records them in one pass over the tree; a block directory replaced by a
+    link to a directory outside the cache is not entered (its use is simply not recorded)."""
+    path = _desc(server, tmp_path)
+    with RESTfulBlockwiseFileset(path) as fs:
+        fs.readData(((0, 0, 0), SHAPE))
+        statuses = {b: Path(fs.blocks.paths(b).status_path) for b in STARTS}
+    old = time.time() - 3600
+    planted = STARTS[5]  # its y directory is shared with STARTS[4]: replace its block directory only
+    outside = tmp_path / "outside"
+    Path(statuses[planted]).parent.rename(outside)
+    Path(statuses[planted]).parent.symlink_to(outside, target_is_directory=True)
+    outside_status = outside / "STATUS.txt"
+    for status in [*statuses.values(), outside_status]:
+        os.utime(status, (old, old), follow_symlinks=False)
+    with RESTfulBlockwiseFileset(path) as fs:
+        roi_without_planted = ((0, 0, 0), (8, 64, 64))  # the four blocks of z = 0
+        fs.readData(roi_without_planted)
+        for b in STARTS[:4]:
+            assert abs(statuses[b].stat().st_mtime - time.time()) < 60, b  # recorded by the one read
+        for b in STARTS[4:]:
+            assert statuses[b].stat().st_mtime == pytest.approx(old), b  # not read: not recorded
+        fs.blocks.usage.used_all(STARTS[4:])  # as a read of z = 8 would, with one block behind a link
+    assert outside_status.stat().st_mtime == pytest.approx(old)  # the link was not followed
+    for b in STARTS[4:]:
+        if b != planted:
+            assert abs(statuses[b].stat().st_mtime - time.time()) < 60, b
+
+
 # ------------------------------------------------------------------ LRU eviction, one process
 
 

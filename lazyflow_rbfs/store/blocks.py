@@ -178,6 +178,25 @@ class BlockStore:
         raw = self.raw if isinstance(out, numpy.ndarray) and out.dtype == self.dtype else None
         handles = self.handles
         usage = self.usage
+        used: list[tuple[int, ...]] | None = [] if usage is not None else None
+        try:
+            self._read_blocks(start, stop, out, check_status, skip, direct, raw, handles, used)
+        finally:
+            if usage is not None and used:
+                usage.used_all(used)  # one pass over the tree for every block read
+
+    def _read_blocks(
+        self,
+        start: numpy.ndarray,
+        stop: numpy.ndarray,
+        out: Any,
+        check_status: bool,
+        skip: set[tuple[int, ...]] | None,
+        direct: bool,
+        raw: RawBlocks | None,
+        handles: HandleCache,
+        used: list[tuple[int, ...]] | None,
+    ) -> None:
         for proj in self.grid.projections(start, stop):
             block_start = proj.block_start
             if skip and block_start in skip:
@@ -206,8 +225,8 @@ class BlockStore:
                 if changed:
                     handles.invalidate(paths.file_path)
                     raise _modified_in_place(block_start, paths.file_path)
-                if usage is not None:
-                    usage.used(block_start)
+                if used is not None:
+                    used.append(block_start)
                 continue
             try:
                 entry = handles.acquire(paths.file_path)
@@ -234,8 +253,8 @@ class BlockStore:
             if changed:
                 handles.invalidate(paths.file_path)
                 raise _modified_in_place(block_start, paths.file_path)
-            if usage is not None:
-                usage.used(block_start)
+            if used is not None:
+                used.append(block_start)
 
     # -- checking and discarding --
 

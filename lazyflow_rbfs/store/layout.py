@@ -243,6 +243,12 @@ class BlockLayout:
         if reason is not None:
             raise OSError(errno.ELOOP, f"{path} is not read: {reason}", path)
 
+    def block_dir_names(self, block_start: tuple[int, ...]) -> list[str]:
+        """Directory names from the root to the directory of the block at view ``block_start``."""
+        start = self.grid.check_block_start(block_start)
+        disk_start = (s + o for s, o in zip(start, self.grid.view_origin))
+        return list(geometry.block_dir_names(self.grid.axes, disk_start))
+
     def _dir_parts(self, paths: BlockPaths) -> tuple[list[str], list[str]]:
         """Directory names from the root to the block directory, and from there to the block file's."""
         block_parts = os.path.relpath(paths.directory, self.root).split(os.sep)

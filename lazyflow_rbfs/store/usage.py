@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from lazyflow_rbfs.errors import CacheWriteError
@@ -59,6 +60,23 @@ class UseTracker:
         self._remember(block_start, now)
         self._touch(block_start)
 
+    def used_all(self, block_starts: Iterable[tuple[int, ...]]) -> None:
+        """Note reads of several blocks (view starts): :meth:`used` for each, written in one pass."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        recorded = self._recorded
+        due = []
+        for block_start in block_starts:
+            last = recorded.get(block_start)
+            if last is None or now - last >= self.interval:
+                self._remember(block_start, now)
+                due.append(block_start)
+        if len(due) == 1:
+            self._touch(due[0])
+        elif due:
+            self._touch_all(due)
+
     def published(self, block_start: tuple[int, ...]) -> None:
         """Note a block just published: its new ``STATUS.txt`` already carries the time of this use."""
         self._remember(block_start, time.monotonic())
@@ -70,19 +88,71 @@ class UseTracker:
                 recorded.clear()
         recorded[block_start] = now
 
+    def _touch_all(self, block_starts: list[tuple[int, ...]]) -> None:
+        """Set the ``STATUS.txt`` mtime of each block, opening every directory on the way once: each
+        component relative to its parent with ``O_NOFOLLOW``, as :func:`atomic.open_dir` does, so a
+        planted link is never followed (that block's use is then not recorded)."""
+        layout = self.layout
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+        nofollow = getattr(os, "O_NOFOLLOW", 0)
+        opened: dict[tuple[str, ...], int | None] = {}
+        try:
+            try:
+                opened[()] = os.open(layout.root, flags)
+            except OSError as exc:
+                logger.debug("uses of %d blocks not recorded: %s", len(block_starts), exc)
+                return
+            for block_start in block_starts:
+                parts = tuple(layout.block_dir_names(block_start))
+                fd = opened.get(parts)
+                if parts not in opened:
+                    depth = len(parts)
+                    while parts[:depth] not in opened:
+                        depth -= 1
+                    fd = opened[parts[:depth]]
+                    for depth in range(depth + 1, len(parts) + 1):
+                        child = None
+                        if fd is not None:
+                            try:
+                                child = os.open(parts[depth - 1], flags | nofollow, dir_fd=fd)
+                            except OSError as exc:  # missing (evicted), or a planted link: not followed
+                                logger.debug("use of block %s not recorded: %s", list(block_start), exc)
+                        opened[parts[:depth]] = fd = child
+                if fd is not None and not self._utime(block_start, fd):
+                    return
+        finally:
+            for fd in opened.values():
+                if fd is not None:
+                    os.close(fd)
+
+    def _utime(self, block_start: tuple[int, ...], dir_fd: int) -> bool:
+        """Set the mtime of ``STATUS.txt`` in ``dir_fd``; False once tracking switched itself off."""
+        try:
+            os.utime(STATUS_FILE_NAME, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass  # evicted or discarded meanwhile: nothing to record
+        except OSError as exc:
+            return self._failed(block_start, exc)
+        return True
+
+    def _failed(self, block_start: tuple[int, ...], exc: OSError) -> bool:
+        """Log a use not recorded; False (and tracking off) for a cache this process may not write."""
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            # A cache we may read but not write (shared read-only): reads work, uses are not recorded.
+            self.enabled = False
+            logger.info("block uses are not recorded in %s: %s", self.layout.root, exc)
+            return False
+        logger.debug("use of block %s not recorded: %s", list(block_start), exc)
+        return True
+
     def _touch(self, block_start: tuple[int, ...]) -> None:
         paths = self.layout.paths(block_start)
         try:
             with self.layout.block_dirs(paths, create=False) as (block_fd, _):
-                os.utime(STATUS_FILE_NAME, dir_fd=block_fd, follow_symlinks=False)
+                self._utime(block_start, block_fd)
         except FileNotFoundError:
             pass  # evicted or discarded meanwhile: nothing to record
         except CacheWriteError as exc:  # a planted link on the way: never followed
             logger.debug("use of block %s not recorded: %s", list(block_start), exc)
         except OSError as exc:
-            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-                # A cache we may read but not write (shared read-only): reads work, uses are not recorded.
-                self.enabled = False
-                logger.info("block uses are not recorded in %s: %s", self.layout.root, exc)
-            else:
-                logger.debug("use of block %s not recorded: %s", list(block_start), exc)
+            self._failed(block_start, exc)
