@@ -665,3 +665,14 @@ def test_reopen_after_close_downloads_again(desc, server, volume):
     finally:
         vol.close()
     assert server.requests == 2
+
+
+def test_ensuring_a_list_that_names_a_block_twice_downloads_it_once_and_hands_over_each_block(desc, server):
+    """The fetcher's wait loop takes each finished download once, even when a block is listed twice."""
+    starts = [(0, 0, 0), (0, 0, 0), (0, 0, BLOCK[2]), (0, 0, BLOCK[2])]
+    handed: list[tuple[int, ...]] = []
+    with RESTfulBlockwiseFileset(str(desc), max_parallel=4) as vol:
+        vol._fetcher.ensure(starts, on_data=lambda start, data: handed.append(tuple(start)))
+        assert all(vol.getBlockStatus(s) == vol.BLOCK_AVAILABLE for s in starts)
+    assert server.requests == 2
+    assert sorted(handed) == [(0, 0, 0), (0, 0, BLOCK[2])]

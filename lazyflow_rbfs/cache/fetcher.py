@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -208,31 +209,39 @@ class BlockFetcher:
         """
         waiting: dict[Future, tuple[int, ...]] = {}
         queued: _Queued = {}  # the downloads this call queued, dropped if it is interrupted
+        # Each future puts itself here when it ends: one hand-over per block, where
+        # concurrent.futures.wait() would arm and disarm every pending future once per completion.
+        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
+
+        def request(block_start: tuple[int, ...]) -> None:
+            future = self._request_block(block_start, queued)
+            waiting[future] = block_start
+            future.add_done_callback(finished.put)
+
         try:
             for block_start in block_starts:
                 if not self.available(block_start):
-                    waiting[self._request_block(block_start, queued)] = block_start
+                    request(block_start)
             first_error: BaseException | None = None
             while waiting:
-                done, _ = wait(waiting, return_when=FIRST_COMPLETED)
-                for future in done:
-                    block_start = waiting.pop(future)
-                    queued.pop(future, None)  # (holds the block's array until popped)
-                    try:
-                        _, data = future.result()
-                    except Abandoned:
-                        if self._closing:
-                            first_error = first_error or ClosedError(
-                                "the fileset was closed during the download"
-                            )
-                        else:  # dropped by another fileset's close or another read's interrupt: fetch it
-                            waiting[self._request_block(block_start, queued)] = block_start
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - raised below, once every wait has ended
-                        first_error = first_error or exc
-                        continue
-                    if data is not None and on_data is not None:
-                        on_data(block_start, data)
+                future = finished.get()
+                if future not in waiting:
+                    continue  # a block listed twice: its one download was handled already
+                block_start = waiting.pop(future)
+                queued.pop(future, None)  # (holds the block's array until popped)
+                try:
+                    _, data = future.result()
+                except Abandoned:
+                    if self._closing:
+                        first_error = first_error or ClosedError("the fileset was closed during the download")
+                    else:  # dropped by another fileset's close or another read's interrupt: fetch it
+                        request(block_start)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - raised below, once every wait has ended
+                    first_error = first_error or exc
+                    continue
+                if data is not None and on_data is not None:
+                    on_data(block_start, data)
         except BaseException as exc:
             if not isinstance(exc, Exception):  # KeyboardInterrupt: nobody asked for what is still queued
                 self._drop_queued(queued)
