@@ -579,3 +579,18 @@ def test_changes_under_way_in_one_process_share_one_pending_mark(tmp_path):
     assert (after.bytes, after.blocks) == (sum(100 + i for i in range(threads_n)), threads_n)
     with ledger.exclusive(wait=False) as held:
         assert held
+
+
+def test_the_ledger_makes_its_root_only_when_missing_and_again_after_it_was_removed(tmp_path):
+    import shutil
+
+    root = tmp_path / "cache"
+    ledger = Ledger(str(root), lambda: (0, 0))
+    with ledger.change() as change:  # the first change makes the root
+        change.add(10, 1)
+    assert ledger.read().bytes == 10
+    shutil.rmtree(root)
+    with ledger.change() as change:  # removed meanwhile: made again, counted from there (untrusted)
+        change.add(5, 1)
+    after = ledger.read()
+    assert (after.bytes, after.blocks, after.pending) == (5, 1, 0) and not after.trusted

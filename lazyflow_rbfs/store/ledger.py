@@ -180,8 +180,7 @@ class Ledger:
             raise CacheWriteError.from_os_error(exc, self.path, "update the cache footprint ledger") from exc
 
     def _update_record(self, nbytes: int, blocks: int, pending: int) -> Footprint:
-        os.makedirs(self.root, exist_ok=True)
-        with self._mutex, locks.FileLock(self.path) as lock:
+        with self._mutex, self._record_lock() as lock:
             old = self._read_fd(lock.fd)
             if old is None:  # missing or damaged: count from here on, but do not trust it until a walk
                 old = Footprint(dirty=True)
@@ -210,15 +209,37 @@ class Ledger:
         finally:
             delta.after = self._end(delta)
 
-    def _begin(self) -> None:
+    def _make_root(self) -> None:
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
             raise CacheWriteError.from_os_error(exc, self.root, "create the directory") from exc
+
+    def _lock_file(self, path: str, *, shared: bool) -> locks.FileLock:
+        """A held :class:`locks.FileLock` on ``path`` under the root, making the root only if it is missing
+        (one ``open`` per lock, not a ``makedirs`` first: a change takes two of these)."""
+        lock = locks.FileLock(path)
+        try:
+            lock.acquire(shared=shared)
+        except CacheWriteError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
+            self._make_root()
+            lock.acquire(shared=shared)
+        return lock
+
+    @contextlib.contextmanager
+    def _record_lock(self) -> Iterator[locks.FileLock]:
+        lock = self._lock_file(self.path, shared=False)
+        try:
+            yield lock
+        finally:
+            lock.release()
+
+    def _begin(self) -> None:
         with self._active_mutex:
             if self._active_count == 0:
-                active = locks.FileLock(self.active_path)
-                active.acquire(shared=True)
+                active = self._lock_file(self.active_path, shared=True)
                 try:
                     self._update(0, 0, +1)
                 except BaseException:
