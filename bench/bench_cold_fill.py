@@ -6,8 +6,10 @@ volume has 256 blocks of 32×128×128 uint8 (128 MiB); ``max_parallel=16``.
 * Baseline: the latency-bound ideal ``ceil(256 / 16) × 20 ms`` plus the transfer time of one
   single-connection bulk read of the whole volume (its wall time minus the 20 ms latency), measured in
   the same round.
-* Informative: the same fill with ``fsync=False`` (what the four fsyncs per block cost), and the
-  client's and the server's CPU seconds (a MISS names the CPU floor they set on this machine).
+* Informative: the same fill with ``fsync=False`` (what the four fsyncs per block cost), the same fill
+  with the cache on tmpfs (``/dev/shm``: what the benchmark's file system costs), the CPU the file system
+  takes to create one directory and one file (measured each round), and the client's and the server's
+  CPU seconds (a MISS names the CPU floor they set on this machine).
 * Peer: a straightforward user script — ``requests`` + ``ThreadPoolExecutor(16)`` + h5py write — doing
   the same 256 downloads (no validation, no locks, no atomic publishing).
 
@@ -111,6 +113,23 @@ def check(result: dict[str, Any], nblocks: int, parallel: int, who: str) -> None
         raise SystemExit(f"{who}: downloaded {report.downloaded} of {nblocks} blocks: {report.summary()}")
 
 
+def fs_share(results: dict[str, list[dict[str, Any]]], inode_us: list[float], ideal: list) -> str:
+    """The file system's part of a MISS: the tmpfs fill and the inode creations, from the same run."""
+    med = statistics.median
+    text = (
+        f"; the file system: a block creates a directory and {common.INODES_PER_BLOCK['files']} files, "
+        f"{med(inode_us):.0f} µs of CPU here (isolated, each round)"
+    )
+    if results["tmpfs"]:
+        tmpfs = [r["seconds"] for r in results["tmpfs"]]
+        text += (
+            f"; with the cache on tmpfs the fill takes {med(tmpfs) * 1000:.0f} ms "
+            f"({med(t / i for t, i in zip(tmpfs, ideal)):.2f}× the ideal; client CPU "
+            f"{med(r['cpu'] for r in results['tmpfs']):.2f} s)"
+        )
+    return text
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = common.parse_args(__doc__, argv)
     cfg = QUICK if args.quick else FULL
@@ -119,13 +138,24 @@ def main(argv: list[str] | None = None) -> dict:
     nblocks = len(common.block_grid(shape, block))
     rounds = common.ceil_div(nblocks, parallel)
 
-    with common.temp_dir("cold") as tmp, common.ServerProcess(shape, latency=latency, seed=5) as server:
+    with (
+        common.temp_dir("cold") as tmp,
+        common.tmpfs_dir("cold") as shm,
+        common.ServerProcess(shape, latency=latency, seed=5) as server,
+    ):
         # Warm-up (untimed): imports, first connections, page cache of the server's code paths.
         check(rbfs_fill(server, tmp / "warm-rbfs", block, parallel), nblocks, parallel, "rbfs")
         check(peer_fill(server, tmp / "warm-peer", block, parallel), nblocks, parallel, "peer")
         bulk_read(server)
         fill_data = None
-        results: dict[str, list[dict[str, Any]]] = {"rbfs": [], "peer": [], "bulk": [], "nosync": []}
+        results: dict[str, list[dict[str, Any]]] = {
+            "rbfs": [],
+            "peer": [],
+            "bulk": [],
+            "nosync": [],
+            "tmpfs": [],
+            "inodes": [],
+        }
         for i in range(repeats):
             bulk = bulk_read(server)
             results["bulk"].append({"seconds": bulk})
@@ -139,6 +169,12 @@ def main(argv: list[str] | None = None) -> dict:
             check(n, nblocks, parallel, "rbfs fsync=False")
             results["nosync"].append(n)
             common.empty_dir(tmp / f"nosync-{i}")
+            if shm is not None:
+                t = rbfs_fill(server, shm / f"tmpfs-{i}", block, parallel)
+                check(t, nblocks, parallel, "rbfs, cache on tmpfs")
+                results["tmpfs"].append(t)
+                common.empty_dir(shm / f"tmpfs-{i}")
+            results["inodes"].append(common.inode_cost(tmp))
             if fill_data is None:  # verify the cache once (untimed): every voxel where it belongs
                 fs = RESTfulBlockwiseFileset(str(tmp / f"rbfs-{i}" / "volume.json"))
                 got = fs.readData(((0,) * len(shape), shape))
@@ -207,6 +243,20 @@ def main(argv: list[str] | None = None) -> dict:
             higher_is_better=False,
         ),
     ]
+    if results["tmpfs"]:
+        metrics.append(
+            common.ratio_metric(
+                "fill with the cache on tmpfs vs ideal (info)",
+                [r["seconds"] for r in results["tmpfs"]],
+                ideal,
+                op=None,
+                target=None,
+                unit="s",
+                baseline_name="ideal",
+                higher_is_better=False,
+            )
+        )
+    inode_us = [common.inode_cpu_per_block_us(c) for c in results["inodes"]]
     cores = os.cpu_count() or 1
     cpu_floor = [(r["cpu"] + r["server_cpu"]) / cores for r in results["rbfs"]]
     if metrics[0].passed is False:
@@ -219,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"≥ {med(cpu_floor):.2f} s even perfectly overlapped ({floor:.2f}× the ideal, which counts no "
             f"CPU); without fsync the fill takes "
             f"{med(r['seconds'] for r in results['nosync']) * 1000:.0f} ms "
-            f"(with: {metrics[0].ours * 1000:.0f} ms)"
+            f"(with: {metrics[0].ours * 1000:.0f} ms)" + fs_share(results, inode_us, ideal)
         )
     if metrics[1].passed is False:
         metrics[1].reason = (
@@ -243,6 +293,15 @@ def main(argv: list[str] | None = None) -> dict:
         "server_cpu_seconds": common.summarize([r["server_cpu"] for r in results["rbfs"]]),
         "cpu_floor_seconds": common.summarize(cpu_floor),
         "rbfs_nosync_seconds": common.summarize([r["seconds"] for r in results["nosync"]]),
+        "rbfs_tmpfs_seconds": common.summarize([r["seconds"] for r in results["tmpfs"]])
+        if results["tmpfs"]
+        else None,
+        "rbfs_tmpfs_cpu_seconds": common.summarize([r["cpu"] for r in results["tmpfs"]])
+        if results["tmpfs"]
+        else None,
+        "inode_cpu_us": {
+            k: common.summarize([c[k] for c in results["inodes"]]) for k in ("mkdir_us", "create_us")
+        },
         "peer_cpu_seconds": common.summarize([p["cpu"] for p in results["peer"]]),
         "rbfs_max_in_flight": max(r["stats"]["max_in_flight"] for r in results["rbfs"]),
         "requests_per_fill": results["rbfs"][0]["stats"]["requests"],

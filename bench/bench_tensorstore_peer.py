@@ -10,7 +10,8 @@ spawned process (10 ms injected latency per request), chunks raw and, in a secon
   ``{"driver": "neuroglancer_precomputed", "kvstore": {"driver": "http", ...}}`` with a fresh in-memory
   ``cache_pool`` and ``http_request_concurrency`` 16, then ``read()`` of the region (both timed: its open
   is its ``info`` request, as ours is inside ``readData``).
-* informative: ours cold with ``fsync=False`` (tensorstore writes nothing to disk).
+* informative: ours cold with ``fsync=False``, and ours cold with the cache on tmpfs (``/dev/shm``):
+  tensorstore writes nothing to disk, so these say what our durable disk cache costs.
 * a second process reading the same region (a new Python process per round; imports untimed, then open
   + read timed inside it): rbfs finds every block in the disk cache of the cold round (0 requests);
   tensorstore has only its in-memory cache, which died with the first process, so it downloads again.
@@ -135,12 +136,14 @@ def run_variant(cfg: dict[str, Any], gzip: bool, repeats: int, seed: int, nchunk
         "rbfs_cold": [],
         "ts_cold": [],
         "rbfs_nosync_cold": [],
+        "rbfs_tmpfs_cold": [],
         "rbfs_second": [],
         "ts_second": [],
         "requests": [],
     }
     with (
         common.temp_dir("tensorstore") as tmp,
+        common.tmpfs_dir("tensorstore") as shm,
         common.ServerProcess(
             cfg["shape"],
             latency=cfg["latency"],
@@ -162,6 +165,11 @@ def run_variant(cfg: dict[str, Any], gzip: bool, repeats: int, seed: int, nchunk
                 "ts_cold": lambda: read_ts(url, start, stop, cfg["parallel"]),
                 "rbfs_nosync_cold": lambda d=scratch: read_rbfs(d, start, stop, cfg["parallel"], fsync=False),
             }
+            if shm is not None:
+                on_tmpfs = describe_source(
+                    url, work / "tmpfs.json", block_shape=cfg["chunk_zyx"], cache_dir=str(shm / f"r{i}")
+                )
+                reads["rbfs_tmpfs_cold"] = lambda d=on_tmpfs: read_rbfs(d, start, stop, cfg["parallel"])
             order = list(reads) if i % 2 == 0 else list(reversed(reads))
             round_requests = {}
             for who in order:
@@ -187,6 +195,7 @@ def run_variant(cfg: dict[str, Any], gzip: bool, repeats: int, seed: int, nchunk
                 "rbfs_cold": nchunks,
                 "ts_cold": nchunks,
                 "rbfs_nosync_cold": nchunks,
+                **({"rbfs_tmpfs_cold": nchunks} if shm is not None else {}),
                 "rbfs_second": 0,
                 "ts_second": nchunks,
             }
@@ -194,6 +203,8 @@ def run_variant(cfg: dict[str, Any], gzip: bool, repeats: int, seed: int, nchunk
                 raise SystemExit(f"chunk requests per read {round_requests}, expected {expected}")
             out["requests"].append(round_requests)
             common.empty_dir(work)
+            if shm is not None:
+                common.empty_dir(shm / f"r{i}")
     return out
 
 
@@ -251,6 +262,18 @@ def main(argv: list[str] | None = None) -> dict:
                 **kw,
             )
         )
+        tmpfs = None
+        if r["rbfs_tmpfs_cold"]:
+            tmpfs = common.ratio_metric(
+                f"{label}: cold with the cache on tmpfs vs tensorstore (info)",
+                r["rbfs_tmpfs_cold"],
+                r["ts_cold"],
+                op=None,
+                target=None,
+                baseline_name="tensorstore",
+                **kw,
+            )
+            metrics.append(tmpfs)
         # A speed-up: tensorstore's time / ours (the series swapped), so "≥ 5×" reads as the issue says;
         # the ours/baseline columns then show our time and tensorstore's.
         second = common.ratio_metric(
@@ -265,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         second.ours, second.baseline = second.baseline, second.ours
         metrics.append(second)
-        cold, nosync = metrics[-3], metrics[-2]
+        cold, nosync = metrics[-4 if tmpfs else -3], metrics[-3 if tmpfs else -2]
         if cold.passed is False:
             cold.reason = (
                 f"ours {cold.ours * 1000:.0f} ms vs tensorstore {cold.baseline * 1000:.0f} ms for {nchunks} "
@@ -273,6 +296,12 @@ def main(argv: list[str] | None = None) -> dict:
                 f"floor {common.ceil_div(nchunks, cfg['parallel']) * cfg['latency'] * 1000:.0f} ms); "
                 f"tensorstore keeps the chunks in memory only, ours writes each block file durably: with "
                 f"fsync=False ours takes {nosync.ours * 1000:.0f} ms ({nosync.ratio:.2f}×)"
+                + (
+                    f", with the cache on tmpfs {tmpfs.ours * 1000:.0f} ms ({tmpfs.ratio:.2f}×); the rest is "
+                    f"our client's work per block: receive, check, lock, write and publish it"
+                    if tmpfs
+                    else ""
+                )
             )
         if second.passed is False:
             second.reason = (

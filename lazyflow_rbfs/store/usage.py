@@ -106,11 +106,11 @@ class UseTracker:
                 parts = tuple(layout.block_dir_names(block_start))
                 fd = opened.get(parts)
                 if parts not in opened:
-                    depth = len(parts)
-                    while parts[:depth] not in opened:
-                        depth -= 1
-                    fd = opened[parts[:depth]]
-                    for depth in range(depth + 1, len(parts) + 1):
+                    known = len(parts)
+                    while parts[:known] not in opened:
+                        known -= 1
+                    fd = opened[parts[:known]]
+                    for depth in range(known + 1, len(parts) + 1):
                         child = None
                         if fd is not None:
                             try:
