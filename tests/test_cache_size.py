@@ -594,3 +594,39 @@ def test_the_ledger_makes_its_root_only_when_missing_and_again_after_it_was_remo
         change.add(5, 1)
     after = ledger.read()
     assert (after.bytes, after.blocks, after.pending) == (5, 1, 0) and not after.trusted
+
+
+def test_recording_the_uses_of_many_blocks_holds_a_few_directories_open_at_a_time(tmp_path, monkeypatch):
+    """One pass over 512 blocks in 64 leaf rows holds at most the root and one path of directories."""
+    vol = sample_volume((16, 64, 64), seed=2)
+    block = (2, 8, 8)
+    with CutoutServer(vol) as srv:
+        path = srv.write_description(tmp_path / "volume.json", block_shape=block, cache_dir="cache")
+        with RESTfulBlockwiseFileset(path) as fs:
+            fs.readData(((0, 0, 0), vol.shape))
+    starts = [(z, y, x) for z in range(0, 16, 2) for y in range(0, 64, 8) for x in range(0, 64, 8)]
+    old = time.time() - 3600
+    with RESTfulBlockwiseFileset(path) as fs:
+        statuses = [Path(fs.blocks.paths(s).status_path) for s in starts]
+        for status in statuses:
+            os.utime(status, (old, old))
+        live: set[int] = set()
+        most = [0]
+        real_open, real_close = os.open, os.close
+
+        def tracked_open(*args, **kwargs):
+            fd = real_open(*args, **kwargs)
+            live.add(fd)
+            most[0] = max(most[0], len(live))
+            return fd
+
+        def tracked_close(fd):
+            live.discard(fd)
+            real_close(fd)
+
+        monkeypatch.setattr(os, "open", tracked_open)
+        monkeypatch.setattr(os, "close", tracked_close)
+        fs.blocks.usage.used_all(list(reversed(starts)))  # any order: visited in directory order
+        monkeypatch.undo()
+    assert most[0] <= 4  # the root and the z, y, x directories of one block
+    assert all(abs(s.stat().st_mtime - time.time()) < 60 for s in statuses)

@@ -89,41 +89,50 @@ class UseTracker:
         recorded[block_start] = now
 
     def _touch_all(self, block_starts: list[tuple[int, ...]]) -> None:
-        """Set the ``STATUS.txt`` mtime of each block, opening every directory on the way once: each
-        component relative to its parent with ``O_NOFOLLOW``, as :func:`atomic.open_dir` does, so a
-        planted link is never followed (that block's use is then not recorded)."""
+        """Set the ``STATUS.txt`` mtime of each block, opening every directory on the way once.
+
+        The blocks are visited in directory order, holding open only the directories of the current
+        block's path (a few descriptors, however many blocks). Each component is opened relative to its
+        parent with ``O_NOFOLLOW``, as :func:`atomic.open_dir` does, so a planted link is never followed
+        (that block's use is then not recorded).
+        """
         layout = self.layout
         flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
         nofollow = getattr(os, "O_NOFOLLOW", 0)
-        opened: dict[tuple[str, ...], int | None] = {}
         try:
-            try:
-                opened[()] = os.open(layout.root, flags)
-            except OSError as exc:
-                logger.debug("uses of %d blocks not recorded: %s", len(block_starts), exc)
-                return
-            for block_start in block_starts:
-                parts = tuple(layout.block_dir_names(block_start))
-                fd = opened.get(parts)
-                if parts not in opened:
-                    known = len(parts)
-                    while parts[:known] not in opened:
-                        known -= 1
-                    fd = opened[parts[:known]]
-                    for depth in range(known + 1, len(parts) + 1):
-                        child = None
-                        if fd is not None:
-                            try:
-                                child = os.open(parts[depth - 1], flags | nofollow, dir_fd=fd)
-                            except OSError as exc:  # missing (evicted), or a planted link: not followed
-                                logger.debug("use of block %s not recorded: %s", list(block_start), exc)
-                        opened[parts[:depth]] = fd = child
-                if fd is not None and not self._utime(block_start, fd):
+            root_fd = os.open(layout.root, flags)
+        except OSError as exc:
+            logger.debug("uses of %d blocks not recorded: %s", len(block_starts), exc)
+            return
+        # path[i] = (name, descriptor or None when it could not be opened) of the i-th directory below
+        # the root on the current block's way; a None makes everything below it None too.
+        path: list[tuple[str, int | None]] = []
+        try:
+            for parts, block_start in sorted((layout.block_dir_names(b), b) for b in block_starts):
+                same = 0
+                while same < min(len(path), len(parts)) and path[same][0] == parts[same]:
+                    same += 1
+                while len(path) > same:
+                    _, fd = path.pop()
+                    if fd is not None:
+                        os.close(fd)
+                for name in parts[same:]:
+                    parent = path[-1][1] if path else root_fd
+                    child = None
+                    if parent is not None:
+                        try:
+                            child = os.open(name, flags | nofollow, dir_fd=parent)
+                        except OSError as exc:  # missing (evicted), or a planted link: not followed
+                            logger.debug("use of block %s not recorded: %s", list(block_start), exc)
+                    path.append((name, child))
+                leaf = path[-1][1] if path else root_fd
+                if leaf is not None and not self._utime(block_start, leaf):
                     return
         finally:
-            for fd in opened.values():
+            for _, fd in path:
                 if fd is not None:
                     os.close(fd)
+            os.close(root_fd)
 
     def _utime(self, block_start: tuple[int, ...], dir_fd: int) -> bool:
         """Set the mtime of ``STATUS.txt`` in ``dir_fd``; False once tracking switched itself off."""
