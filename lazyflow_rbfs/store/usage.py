@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from lazyflow_rbfs.errors import CacheWriteError
 from lazyflow_rbfs.store.layout import STATUS_FILE_NAME, BlockLayout
 
 __all__ = ["UseTracker", "USE_RECORD_SECONDS"]
@@ -49,19 +48,9 @@ class UseTracker:
         self._recorded: dict[Any, float] = {}
         self._mutex = threading.Lock()
 
-    def used(self, block_start: tuple[int, ...]) -> None:
-        """Note a read of the block (view start); writes its mtime unless recorded recently."""
-        now = time.monotonic()
-        last = self._recorded.get(block_start)
-        if last is not None and now - last < self.interval:
-            return
-        if not self.enabled:
-            return
-        self._remember(block_start, now)
-        self._touch(block_start)
-
     def used_all(self, block_starts: Iterable[tuple[int, ...]]) -> None:
-        """Note reads of several blocks (view starts): :meth:`used` for each, written in one pass."""
+        """Note reads of blocks (view starts); writes the mtimes of those not recorded recently, in one
+        pass over the tree."""
         if not self.enabled:
             return
         now = time.monotonic()
@@ -72,9 +61,7 @@ class UseTracker:
             if last is None or now - last >= self.interval:
                 self._remember(block_start, now)
                 due.append(block_start)
-        if len(due) == 1:
-            self._touch(due[0])
-        elif due:
+        if due:
             self._touch_all(due)
 
     def published(self, block_start: tuple[int, ...]) -> None:
@@ -153,15 +140,3 @@ class UseTracker:
             return False
         logger.debug("use of block %s not recorded: %s", list(block_start), exc)
         return True
-
-    def _touch(self, block_start: tuple[int, ...]) -> None:
-        paths = self.layout.paths(block_start)
-        try:
-            with self.layout.block_dirs(paths, create=False) as (block_fd, _):
-                self._utime(block_start, block_fd)
-        except FileNotFoundError:
-            pass  # evicted or discarded meanwhile: nothing to record
-        except CacheWriteError as exc:  # a planted link on the way: never followed
-            logger.debug("use of block %s not recorded: %s", list(block_start), exc)
-        except OSError as exc:
-            self._failed(block_start, exc)
